@@ -161,3 +161,11 @@ def _clip_from_row(root: Path, row: dict, video_id: str, clip_id: str, segmented
                     label_A=parse_label(row.get("label_A"), "label_A"),
                     label_V=parse_label(row.get("label_V"), "label_V"), start=start, end=end)
     return clip, media
+
+
+def load_dataset(root: str | Path, name: str | None = None) -> DatasetSpec:
+    """Read a dataset folder in any supported layout."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such dataset folder")
+    return load_mmsa(root, name)

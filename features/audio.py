@@ -1,0 +1,36 @@
+"""Acoustic features with openSMILE on an in-memory 16 kHz mono signal."""
+from __future__ import annotations
+
+import numpy as np
+import opensmile
+
+from features.config import AudioConfig
+
+MIN_SAMPLES = 1600  # 0.1 s: below this openSMILE's LLD windows yield no frame
+
+
+class AudioExtractor:
+    """openSMILE for one feature set and level; frames at a 10 ms hop for low-level descriptors."""
+
+    name = "opensmile"
+    version = opensmile.__version__
+    frame_rate = 100.0  # LLD frames per second (10 ms hop of the ComParE/GeMAPS configs)
+
+    def __init__(self, config: AudioConfig):
+        try:
+            feature_set = opensmile.FeatureSet[config.feature_set]
+            feature_level = opensmile.FeatureLevel[config.feature_level]
+        except KeyError as err:
+            raise ValueError(f"unknown openSMILE feature set or level {err}; sets: "
+                             f"{[s.name for s in opensmile.FeatureSet]}, levels: "
+                             f"{[level.name for level in opensmile.FeatureLevel]}") from None
+        self.config = config
+        self._smile = opensmile.Smile(feature_set=feature_set, feature_level=feature_level)
+        self.feature_names: list[str] = list(self._smile.feature_names)
+
+    def extract(self, signal: np.ndarray) -> np.ndarray:
+        """(samples,) float32 at the configured rate -> (T, d) float32; (0, d) for a signal too short to frame."""
+        if len(signal) < MIN_SAMPLES:
+            return np.zeros((0, len(self.feature_names)), np.float32)
+        frame = self._smile.process_signal(signal, self.config.sample_rate)
+        return np.nan_to_num(frame.to_numpy(np.float32), nan=0.0, posinf=0.0, neginf=0.0)

@@ -1,0 +1,75 @@
+"""Content-addressed shard cache: one file per (source media, modality, extractor config, segment list).
+
+Workers never share a writer: each source video's features land in their own shard, written atomically, and
+a single merge step builds the dataset store. A re-run re-uses every shard whose key matches, so adding ten
+clips costs ten clips of work, and changing the face settings leaves the audio shards valid.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from features.config import Modality
+from features.store import ModalityProvenance
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def segments_hash(segments: list[tuple[str, float, float]]) -> str:
+    """Hash of the (clip key, start, end) list cut from one source; NaN times mean the whole file."""
+    text = json.dumps([[k, repr(s), repr(e)] for k, s, e in segments])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class ShardCache:
+    """Shards under ``root/<modality>/<sha[:2]>/<sha>-<config hash>-<segments hash>.npz``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def _path(self, modality: Modality, media_sha: str, config_hash: str, seg_hash: str) -> Path:
+        return self.root / modality.value / media_sha[:2] / f"{media_sha}-{config_hash}-{seg_hash}.npz"
+
+    def load(self, modality: Modality, media_sha: str, config_hash: str, seg_hash: str) -> dict[str, np.ndarray] | None:
+        path = self._path(modality, media_sha, config_hash, seg_hash)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+        except (OSError, ValueError):  # a damaged shard is recomputed, not trusted
+            return None
+
+    def save(self, modality: Modality, media_sha: str, config_hash: str, seg_hash: str,
+             arrays: dict[str, np.ndarray]) -> None:
+        path = self._path(modality, media_sha, config_hash, seg_hash)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{id(arrays)}")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+
+    def _meta_path(self, modality: Modality, config_hash: str) -> Path:
+        return self.root / modality.value / f"extractor-{config_hash}.json"
+
+    def load_provenance(self, modality: Modality, config_hash: str) -> ModalityProvenance | None:
+        path = self._meta_path(modality, config_hash)
+        return ModalityProvenance(**json.loads(path.read_text())) if path.is_file() else None
+
+    def save_provenance(self, modality: Modality, provenance: ModalityProvenance) -> None:
+        path = self._meta_path(modality, provenance.config_hash)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(asdict(provenance), indent=1, sort_keys=True))
+        os.replace(tmp, path)

@@ -75,7 +75,7 @@ def decode(path: str | Path, fps: float = 10.0, max_side: int = 640, sample_rate
         except av.error.FFmpegError as err:
             raise MediaError(f"{path}: corrupt or truncated media ({err})") from None
         sampler.flush()
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    audio = np.clip(np.concatenate(chunks), -1, 1).astype(np.float32) if chunks else np.zeros(0, np.float32)
     if video_stream is not None and not sampler.times:
         raise MediaError(f"{path}: video stream holds no decodable frame")
     duration = max(len(audio) / sample_rate, sampler.last_time)

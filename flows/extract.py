@@ -1,0 +1,119 @@
+"""The ``feature-extract`` flow: one task per source video, then a single merge step that writes the store."""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from features.cache import ShardCache
+from features.config import ExtractConfig
+from features.dataset import DatasetError, SourceVideo, load_dataset
+from features.extract import SourceStatus, build_store, extract_source
+from features.store import Failure
+from flows.params import extract_config, load_params
+
+DEFAULT_CACHE = Path(".cache/shards")
+
+
+class ExtractionFailed(RuntimeError):
+    """More clips failed than the configured fraction allows (the store and report are still written)."""
+
+
+@dataclass
+class SourceSummary:
+    """What a task hands back: small, so thousands of sources never hold their arrays in the flow."""
+
+    source: str
+    status: SourceStatus
+    clips: int
+    failures: list[Failure]
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="extract-{source.name}")
+def extract_video(source: SourceVideo, config: ExtractConfig, cache_dir: str) -> SourceSummary:
+    """Extract one source video into its shards (retried on unexpected errors; bad media is a failure)."""
+    result = extract_source(source, config, ShardCache(cache_dir))
+    return SourceSummary(source=result.source, status=result.status, clips=len(result.clips),
+                         failures=result.failures)
+
+
+def resolve_dataset(dataset: str) -> Path:
+    """A dataset folder, or a name under ``data/`` (``demo``, ``mosi``, ...)."""
+    path = Path(dataset)
+    if path.is_dir():
+        return path
+    named = Path("data") / dataset
+    if named.is_dir():
+        return named
+    raise DatasetError(f"dataset {dataset!r} not found: expected a folder, or data/{dataset}/ holding label.csv and "
+                       f"Raw/<video_id>/<clip_id>.mp4 (the MMSA layout); see README, section 'Datasets'")
+
+
+def write_failure_report(path: Path, failures: list[Failure]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["video", "clip", "stage", "error"])
+        writer.writeheader()
+        writer.writerows(asdict(x) for x in failures)
+    os.replace(tmp, path)
+
+
+def failure_report_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.failures.csv")
+
+
+@flow(name="feature-extract", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def feature_extract(dataset: str, out: str, overrides: dict | None = None, params_file: str | None = None,
+                    cache_dir: str | None = None, max_failure_fraction: float | None = None,
+                    progress: bool = False) -> dict:
+    """Raw media of a dataset folder -> HDF5 feature store ``out`` (+ ``<out>.failures.csv``)."""
+    logger = get_run_logger()
+    params = load_params(params_file)
+    config = extract_config(params, overrides)
+    run = params.get("run") or {}
+    cache_dir = cache_dir or run.get("cache_dir") or str(DEFAULT_CACHE)
+    limit = max_failure_fraction if max_failure_fraction is not None else float(run.get("max_failure_fraction", 0.2))
+    spec = load_dataset(resolve_dataset(dataset))
+    total = len(spec.clips) + len(spec.rejected)
+    logger.info("%s: %d clips in %d source files, %d rejected by the label file", spec.name, len(spec.clips),
+                len(spec.sources), len(spec.rejected))
+
+    futures = [extract_video.submit(source, config, cache_dir) for source in spec.sources]
+    counts = {s: 0 for s in SourceStatus}
+    bar = _progress_bar(len(futures), progress)
+    for future in as_completed(futures):
+        summary = future.result(raise_on_failure=False)
+        status = summary.status if isinstance(summary, SourceSummary) else SourceStatus.FAILED
+        counts[status] += 1
+        bar.update(1)
+        bar.set_postfix({s.value: n for s, n in counts.items()})
+    bar.close()
+    logger.info("sources: %d extracted, %d cached, %d failed",
+                counts[SourceStatus.EXTRACTED], counts[SourceStatus.CACHED], counts[SourceStatus.FAILED])
+
+    out_path = Path(out)
+    failures = build_store(out_path, spec, config, ShardCache(cache_dir))
+    report = failure_report_path(out_path)
+    write_failure_report(report, failures)
+    for failure in failures:
+        logger.warning("failed %s/%s at %s: %s", failure.video, failure.clip, failure.stage, failure.error)
+    fraction = len(failures) / total if total else 0.0
+    summary = {"store": str(out_path), "clips": total - len(failures), "failed": len(failures),
+               "failure_report": str(report), **{s.value: n for s, n in counts.items()}}
+    logger.info("wrote %s: %d clips, %d failed (report: %s)", out_path, summary["clips"], len(failures), report)
+    if fraction > limit:
+        raise ExtractionFailed(f"{len(failures)} of {total} clips failed ({fraction:.0%} > {limit:.0%} allowed); "
+                               f"the store holds the rest, see {report}")
+    return summary
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="sources", unit="video", disable=not enabled)

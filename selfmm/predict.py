@@ -1,0 +1,84 @@
+"""Running a trained Self-MM: predictions for stored or freshly extracted clips, and test-set evaluation."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from features.store import Clip, FeatureStore
+from selfmm.bundle import Bundle, load_bundle
+from selfmm.config import resolve_device
+from selfmm.data import ClipDataset, fits_in_memory, make_loader
+from selfmm.metrics import compute_metrics, mean_std
+from selfmm.model import TASKS, SelfMM
+
+def autocast(device: torch.device, amp: bool):
+    """bfloat16 autocast on CUDA when asked for; nothing on the CPU."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def run_model(model: SelfMM, loader: DataLoader, device: torch.device, amp: bool = False) -> dict[str, np.ndarray]:
+    """All four predictions for every clip of the loader's dataset, in dataset order (eval mode)."""
+    model.eval()
+    n = len(loader.dataset)
+    out = {task: np.zeros(n, np.float32) for task in TASKS}
+    for batch in loader:
+        with autocast(device, amp):
+            preds = model(batch.to(device)).preds
+        for task in TASKS:
+            out[task][batch.index.numpy()] = preds[task].float().cpu().numpy()
+    return out
+
+
+def _loader(bundle: Bundle, dataset: ClipDataset) -> DataLoader:
+    """Batched and padded as in training, so evaluation repeats training's test numbers exactly."""
+    return make_loader(dataset, bundle.config.batch_size, fixed_padding=bundle.config.fixed_padding)
+
+
+def _predict(bundle: Bundle, dataset: ClipDataset, seed: int | None, device: str) -> dict[str, dict[str, float]]:
+    torch_device = resolve_device(device)
+    model = bundle.model(seed).to(torch_device)
+    preds = run_model(model, _loader(bundle, dataset), torch_device, bundle.config.amp)
+    return {key: {task: float(preds[task][i]) for task in TASKS} for i, key in enumerate(dataset.keys)}
+
+
+def predict_clips(bundle: Bundle, clips: Sequence[Clip], seed: int | None = None,
+                  device: str = "cpu") -> dict[str, dict[str, float]]:
+    """Clip key -> fused score ``M`` and unimodal scores ``T``, ``A``, ``V``. For freshly extracted clips
+    (made with ``bundle.provenance``'s configs and ``bundle.text_model_dir``'s tokenizer); labels may be NaN."""
+    return _predict(bundle, ClipDataset.from_clips(clips, bundle.dims), seed, device)
+
+
+def predict_store(model_dir: str | Path, features: str | Path, split: str | None = None,
+                  seed: int | None = None, device: str = "auto") -> dict[str, dict[str, float]]:
+    """Predictions for the stored clips (of one split, or all) by one seed's model (default: selected)."""
+    with FeatureStore(features) as store:
+        bundle = load_bundle(model_dir, store)
+        dataset = ClipDataset.from_store(store, split, bundle.dims, fits_in_memory(store, bundle.config),
+                                         require_labels=False)
+        return _predict(bundle, dataset, seed, device)
+
+
+def evaluate(model_dir: str | Path, features: str | Path, split: str = "test",
+             device: str = "auto") -> dict:
+    """Every seed's metrics on one split of a store, with mean and population std over seeds."""
+    torch_device = resolve_device(device)
+    with FeatureStore(features) as store:
+        bundle = load_bundle(model_dir, store)
+        dataset = ClipDataset.from_store(store, split, bundle.dims, fits_in_memory(store, bundle.config))
+        loader = _loader(bundle, dataset)
+        per_seed = {}
+        for seed in bundle.seeds:
+            preds = run_model(bundle.model(seed).to(torch_device), loader, torch_device, bundle.config.amp)
+            per_seed[seed] = compute_metrics(bundle.config.metrics, preds["M"], dataset.labels)
+    mean, std = mean_std(list(per_seed.values()))
+    return {"split": split, "clips": len(dataset), "metrics": bundle.config.metrics,
+            "selected_seed": bundle.selected_seed, "seeds": {str(s): m for s, m in per_seed.items()},
+            "mean": mean, "std": std}

@@ -1,0 +1,114 @@
+"""The evaluation report of a trained bundle: metrics per seed, a trivial baseline, how well ULGM's generated
+unimodal labels recover the true ones, and the CSV tables DVC plots.
+
+Written by ``selfmm evaluate --report DIR``; ``metrics.json`` there is what ``dvc metrics show`` reads.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from features.store import FeatureStore
+from selfmm.metrics import compute_metrics
+from selfmm.predict import evaluate, predict_store
+
+MODALITIES = ("T", "A", "V")
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return math.nan
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def train_mean_baseline(store: FeatureStore, split: str, family: str) -> dict[str, float]:
+    """Metrics of predicting the training split's mean label for every clip: the bar any model must clear."""
+    train = np.array(list(store.read_labels("train").values()))
+    true = np.array(list(store.read_labels(split).values()))
+    metrics = compute_metrics(family, np.full_like(true, train.mean()), true)
+    metrics["Corr"] = math.nan  # a constant has no correlation (rounding makes np.corrcoef return ~1e-17)
+    return metrics
+
+
+def read_generated_labels(model_dir: Path, seed: int) -> dict[str, dict[str, float]]:
+    """Clip key -> final generated ``label_T/A/V`` of one seed's training run."""
+    with open(model_dir / "unimodal_labels" / f"seed_{seed}.csv", newline="") as f:
+        return {row["key"]: {m: float(row[f"label_{m}"]) for m in MODALITIES} for row in csv.DictReader(f)}
+
+
+def unimodal_recovery(store: FeatureStore, generated: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per modality: Pearson r of the generated label with the true unimodal label, beside the r of the
+    multimodal label with it (what a model without label generation would use). Needs true T/A/V labels."""
+    keys = [k for k in generated if k in set(store.keys("train"))]
+    clips = [store.read(k) for k in keys]
+    out = {}
+    for m in MODALITIES:
+        true = np.array([getattr(c, f"label_{m}") for c in clips])
+        if np.isnan(true).any():
+            continue
+        out[m] = {"generated": pearson(np.array([generated[k][m] for k in keys]), true),
+                  "multimodal": pearson(np.array([c.label for c in clips]), true)}
+    return out
+
+
+def write_report(model_dir: str | Path, features: str | Path, out_dir: str | Path, split: str = "test",
+                 device: str = "auto") -> dict:
+    """Evaluate every seed on ``split`` and write metrics.json plus the plot tables into ``out_dir``."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = evaluate(model_dir, features, split, device)
+    seed = result["selected_seed"]
+    predictions = predict_store(model_dir, features, split, seed=seed, device=device)
+    with FeatureStore(features) as store:
+        labels = store.read_labels(split)
+        generated = read_generated_labels(model_dir, seed)
+        report = {
+            "split": split,
+            "clips": result["clips"],
+            "seeds": result["seeds"],
+            "mean": result["mean"],
+            "std": result["std"],
+            "baseline_train_mean": train_mean_baseline(store, split, result["metrics"]),
+            "unimodal_recovery": unimodal_recovery(store, generated),
+        }
+        _write_unimodal_table(out_dir / "unimodal_labels.csv", store, generated)
+    _write_csv(out_dir / "predictions.csv", ["key", "true", "predicted", "T", "A", "V"],
+               [[k, labels[k], p["M"], p["T"], p["A"], p["V"]] for k, p in predictions.items()])
+    history = _read_history(model_dir / "history" / f"seed_{seed}.csv")
+    _write_csv(out_dir / "loss.csv", ["epoch", "train_loss", "valid_loss"], history)
+    (out_dir / "metrics.json").write_text(json.dumps(_finite(report), indent=2, sort_keys=True))
+    return report
+
+
+def _write_unimodal_table(path: Path, store: FeatureStore, generated: dict[str, dict[str, float]]) -> None:
+    rows = []
+    for key, gen in generated.items():
+        clip = store.read(key)
+        rows.append([key, clip.label] + [v for m in MODALITIES for v in (getattr(clip, f"label_{m}"), gen[m])])
+    header = ["key", "label"] + [f"{kind}_{m}" for m in MODALITIES for kind in ("true", "generated")]
+    _write_csv(path, header, rows)
+
+
+def _read_history(path: Path) -> list[list]:
+    with open(path, newline="") as f:
+        return [[row["epoch"], row["train_loss"], row["valid_loss"]] for row in csv.DictReader(f)]
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _finite(value):
+    """NaN -> None, so metrics.json is strict JSON (dvc and jq refuse NaN)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

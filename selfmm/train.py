@@ -1,0 +1,245 @@
+"""Training Self-MM on a feature store: one run per seed, early stopping on validation L1, test of the best
+checkpoint, a model bundle, and the files the pipeline reports from (spec sections 3 and 4).
+
+Output folder (also the bundle, see bundle.py)::
+
+    results.json                      per-seed test metrics, best epoch, validation loss; mean and std
+    history/seed_<s>.csv              epoch, train_loss, valid_loss, train_seconds (for plots)
+    unimodal_labels/seed_<s>.csv      key, label, label_T, label_A, label_V: ULGM's labels after the last epoch
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from features.store import SPLITS, FeatureStore
+from features.text import resolve_model
+from selfmm.bundle import save_bundle
+from selfmm.config import TrainConfig, resolve_device
+from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, make_loader
+from selfmm.metrics import compute_metrics, mean_std
+from selfmm.model import TASKS, SelfMM, load_text_encoder
+from selfmm.predict import autocast, run_model
+from selfmm.ulgm import ULGM
+
+log = logging.getLogger(__name__)
+
+IMPROVEMENT = 1e-6  # an epoch improves when its validation loss is <= best - this (reference)
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    best_epoch: int  # the epoch whose weights were kept and tested
+    epochs: int  # epochs run before early stopping (or the cap)
+    valid_loss: float  # validation L1 of the fused prediction at the best epoch
+    test: dict[str, float]  # test metrics of the best epoch's weights
+    history: list[dict[str, float]] = field(default_factory=list, repr=False)  # per epoch: losses, seconds
+    labels: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # task -> ULGM labels, train order
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    seeds: list[SeedResult]
+    selected_seed: int  # lowest validation loss: the bundle's default model
+    mean: dict[str, float]
+    std: dict[str, float]
+
+
+def train(features: str | Path, out_dir: str | Path, config: TrainConfig) -> TrainResult:
+    """Train one model per seed on the store's train split, select on valid, test on test; write ``out_dir``."""
+    out_dir = Path(out_dir)
+    device = resolve_device(config.device)
+    with FeatureStore(features) as store, _deterministic(config.deterministic):
+        _check_text_model(store, config)
+        dims = feature_dims(store)
+        in_memory = fits_in_memory(store, config)
+        data = {split: ClipDataset.from_store(store, split, dims, in_memory) for split in SPLITS}
+        encoder = load_text_encoder(config.text_model)
+        _check_vocabulary(data, encoder.config.vocab_size, store)
+        weights: dict[int, dict[str, torch.Tensor]] = {}
+        results = []
+        for seed in config.seeds:
+            result, weights[seed] = train_seed(seed, data, dims, encoder, config, device)
+            results.append(result)
+        bundle = save_bundle(out_dir, config, store, dims, encoder, weights,
+                             {r.seed: r.valid_loss for r in results})
+    mean, std = mean_std([r.test for r in results])
+    out = TrainResult(out_dir, results, bundle.selected_seed, mean, std)
+    _write_outputs(out, data["train"].keys, config)
+    return out
+
+
+def train_seed(seed: int, data: dict[str, ClipDataset], dims: dict[str, int], encoder: torch.nn.Module,
+               config: TrainConfig, device: torch.device) -> tuple[SeedResult, dict[str, torch.Tensor]]:
+    """One seed from the pretrained BERT to the tested best checkpoint; returns its result and weights."""
+    torch.manual_seed(seed)
+    model = SelfMM(config, dims["audio"], dims["vision"], copy.deepcopy(encoder)).to(device)
+    optimizer = make_optimizer(model, config)
+    loaders = {
+        "train": make_loader(data["train"], config.batch_size, shuffle=True,
+                             generator=torch.Generator().manual_seed(seed), bucket=config.bucket_by_length,
+                             fixed_padding=config.fixed_padding),
+        **{split: make_loader(data[split], config.batch_size, fixed_padding=config.fixed_padding)
+           for split in ("valid", "test")},
+    }
+    labels = torch.from_numpy(data["train"].labels).to(device)
+    ulgm = ULGM(labels, model.feature_dims(), config.H, config.exclude_zero)
+    best_loss, best_epoch, best_state, history = math.inf, 0, None, []
+    epoch = 0
+    while True:
+        epoch += 1
+        start = time.perf_counter()
+        train_loss = train_epoch(model, loaders["train"], ulgm, optimizer, epoch, config, device)
+        seconds = time.perf_counter() - start  # train_epoch ends by reading its loss: the device is synced
+        valid_loss = l1(run_model(model, loaders["valid"], device, config.amp)["M"], data["valid"].labels)
+        history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "train_seconds": seconds})
+        log.info("seed %d epoch %d: train loss %.4f, valid L1 %.4f", seed, epoch, train_loss, valid_loss)
+        if valid_loss <= best_loss - IMPROVEMENT:
+            best_loss, best_epoch = valid_loss, epoch
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if epoch - best_epoch >= config.early_stop or epoch == config.max_epochs:
+            break
+    model.load_state_dict(best_state)
+    preds = run_model(model, loaders["test"], device, config.amp)
+    result = SeedResult(seed, best_epoch, epoch, best_loss, compute_metrics(config.metrics, preds["M"],
+                                                                             data["test"].labels),
+                        history, {task: ulgm.labels[task].cpu().numpy() for task in TASKS})
+    log.info("seed %d: best epoch %d of %d, test %s", seed, best_epoch, epoch, result.test)
+    return result, best_state
+
+
+def train_epoch(model: SelfMM, loader, ulgm: ULGM, optimizer: torch.optim.Optimizer, epoch: int,
+                config: TrainConfig, device: torch.device) -> float:
+    """One pass over the training data; returns the mean total loss per batch.
+
+    Gradients of ``update_epochs`` consecutive batches are summed before one step. As in the reference,
+    the last ``len(loader) % update_epochs`` batches are back-propagated (and update ULGM) but never stepped,
+    unless ``step_trailing_batches``; their gradients are cleared at the next epoch's first batch.
+    """
+    model.train()
+    k = config.update_epochs
+    total = torch.zeros((), device=device)
+    for b, batch in enumerate(loader):
+        if b % k == 0:
+            optimizer.zero_grad()
+        batch = batch.to(device)
+        with autocast(device, config.amp):
+            out = model(batch)
+        loss = multitask_loss({t: p.float() for t, p in out.preds.items()}, ulgm.targets(batch.index))
+        loss.backward()
+        ulgm.step(batch.index, out.features, epoch)
+        if b % k == k - 1 or (config.step_trailing_batches and b == len(loader) - 1):
+            optimizer.step()
+        total += loss.detach()
+    return float(total) / len(loader)
+
+
+def multitask_loss(preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    """L1 of the fused prediction against y_M, plus for T, A, V an L1 against the generated label weighted
+    by tanh(|y_s - y_M|): a clip whose unimodal label agrees with the multimodal one teaches that head nothing
+    (in epoch 1 every such weight is 0)."""
+    y_m = targets["M"]
+    loss = (preds["M"] - y_m).abs().mean()
+    for task in ("T", "A", "V"):
+        weight = torch.tanh((targets[task] - y_m).abs())
+        loss = loss + (weight * (preds[task] - targets[task]).abs()).mean()
+    return loss
+
+
+NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
+
+
+def make_optimizer(model: SelfMM, config: TrainConfig) -> torch.optim.Adam:
+    """Adam (L2 weight decay coupled into the gradient, not AdamW) over the reference's five groups."""
+    bert = list(model.text_encoder.named_parameters())
+    return torch.optim.Adam([
+        {"params": [p for n, p in bert if not any(nd in n for nd in NO_DECAY)],
+         "lr": config.learning_rate_bert, "weight_decay": config.weight_decay_bert},
+        {"params": [p for n, p in bert if any(nd in n for nd in NO_DECAY)],
+         "lr": config.learning_rate_bert, "weight_decay": 0.0},
+        {"params": list(model.audio_model.parameters()),
+         "lr": config.learning_rate_audio, "weight_decay": config.weight_decay_audio},
+        {"params": list(model.video_model.parameters()),
+         "lr": config.learning_rate_video, "weight_decay": config.weight_decay_video},
+        {"params": list(model.heads.parameters()),
+         "lr": config.learning_rate_other, "weight_decay": config.weight_decay_other},
+    ])
+
+
+def l1(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean absolute error over all clips (the reference averages per-batch means instead)."""
+    return float(np.mean(np.abs(pred.astype(np.float64) - true)))
+
+
+@contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels for the duration of training; the caller's settings are restored after."""
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs this to be deterministic
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+
+
+def _check_text_model(store: FeatureStore, config: TrainConfig) -> None:
+    """Token ids only mean something to the tokenizer that made them: the BERT must be the store's."""
+    text = store.provenance.get("text")
+    made_with = text.config.get("model") if text else None
+    if made_with and resolve_model(made_with) != resolve_model(config.text_model):
+        raise DataError(f"{store.path}: text was tokenised for {made_with!r}, but text_model is "
+                        f"{config.text_model!r}; set text_model to {made_with!r} or re-extract the text")
+
+
+def _check_vocabulary(data: dict[str, ClipDataset], vocab_size: int, store: FeatureStore) -> None:
+    for split, dataset in data.items():
+        i = int(dataset.max_token_ids.argmax())
+        if dataset.max_token_ids[i] >= vocab_size:
+            raise DataError(f"{store.path}: clip {dataset.keys[i]!r} ({split}) has token id "
+                            f"{dataset.max_token_ids[i]}, beyond the text model's vocabulary of {vocab_size}")
+
+
+def _write_outputs(result: TrainResult, train_keys: list[str], config: TrainConfig) -> None:
+    for sub in ("history", "unimodal_labels"):
+        (result.out_dir / sub).mkdir(parents=True, exist_ok=True)
+    for r in result.seeds:
+        with open(result.out_dir / "history" / f"seed_{r.seed}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "valid_loss", "train_seconds"])
+            writer.writeheader()
+            writer.writerows(r.history)
+        with open(result.out_dir / "unimodal_labels" / f"seed_{r.seed}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["key", "label", "label_T", "label_A", "label_V"])
+            for i, key in enumerate(train_keys):
+                writer.writerow([key] + [float(r.labels[task][i]) for task in TASKS])
+    summary = {
+        "config": config.to_dict(),
+        "metrics": config.metrics,
+        "selected_seed": result.selected_seed,
+        "seeds": [{"seed": r.seed, "best_epoch": r.best_epoch, "epochs": r.epochs, "valid_loss": r.valid_loss,
+                   "test": r.test} for r in result.seeds],
+        "mean": result.mean,
+        "std": result.std,
+    }
+    (result.out_dir / "results.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,83 @@
+"""ULGM, the unimodal label generation module (spec section 2): no parameters, only bookkeeping.
+
+For each task s in M (fusion), T, A, V it keeps one feature row per training clip (the clip's latest F_s)
+and one label per clip. The M labels are the human labels and never change. The T/A/V labels start as the
+human label and, from epoch 2 on, move towards labels generated from where a clip's unimodal feature sits
+between that modality's positive and negative class centres, relative to where its fusion feature sits
+between the fusion centres.
+
+Per training batch the trainer calls ``targets`` (labels for the loss, before any update) and, after the
+backward pass, ``step``: update this batch's labels (epoch > 1) with the centres of the previous batch,
+write the batch's features into the memory, recompute all centres.
+"""
+from __future__ import annotations
+
+import torch
+
+from selfmm.model import TASKS
+
+EPS = 1e-8
+UNIMODAL = ("T", "A", "V")
+
+
+def class_centres(memory: torch.Tensor, labels: torch.Tensor,
+                  exclude_zero: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means of the memory rows with a positive and with a negative label.
+
+    Positive is ``label >= 0`` as in the reference trainer; ``exclude_zero`` makes it ``> 0`` (MMSA v2),
+    so clips labelled exactly 0 join neither centre. An empty class gives a zero centre (the reference
+    would give NaN and break training; it cannot happen once both signs are present).
+    """
+    pos = (labels > 0 if exclude_zero else labels >= 0).to(memory.dtype)
+    neg = (labels < 0).to(memory.dtype)
+    return (pos @ memory) / pos.sum().clamp(min=1), (neg @ memory) / neg.sum().clamp(min=1)
+
+
+def relative_distance(features: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """(d_neg - d_pos) / d_pos per row, with plain Euclidean distances: > 0 means nearer the positive centre."""
+    d_pos = (features - pos).norm(dim=-1)
+    d_neg = (features - neg).norm(dim=-1)
+    return (d_neg - d_pos) / (d_pos + EPS)
+
+
+def generated_label(y_m: torch.Tensor, delta_s: torch.Tensor, delta_m: torch.Tensor, H: float) -> torch.Tensor:
+    """Half the ratio hypothesis y_m * delta_s / delta_m plus half the difference hypothesis
+    y_m + delta_s - delta_m, clamped to [-H, H] (the only guard against delta_m near 0)."""
+    ratio = y_m * delta_s / (delta_m + EPS)
+    difference = y_m + delta_s - delta_m
+    return (0.5 * ratio + 0.5 * difference).clamp(-H, H)
+
+
+def momentum_update(old: torch.Tensor, new: torch.Tensor, epoch: int) -> torch.Tensor:
+    """y <- (n-1)/(n+1) y + 2/(n+1) y_new at epoch n >= 2: over epochs, an average of the generated
+    labels with weights growing linearly with the epoch (the epoch-1 label being y_m)."""
+    return (epoch - 1) / (epoch + 1) * old + 2 / (epoch + 1) * new
+
+
+class ULGM:
+    def __init__(self, labels: torch.Tensor, feature_dims: dict[str, int], H: float, exclude_zero: bool = False):
+        """``labels``: the human multimodal label of every training clip, in dataset order (sizes the memory)."""
+        labels = labels.float()
+        self.H = H
+        self.exclude_zero = exclude_zero
+        self.labels = {task: labels.clone() for task in TASKS}
+        self.memory = {task: labels.new_zeros(len(labels), feature_dims[task]) for task in TASKS}
+        self.centres = {task: class_centres(self.memory[task], labels, exclude_zero) for task in TASKS}
+
+    def targets(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The current label of each task for these clips: the regression targets of the loss."""
+        return {task: self.labels[task][index] for task in TASKS}
+
+    def step(self, index: torch.Tensor, features: dict[str, torch.Tensor], epoch: int) -> None:
+        """After a batch's backward pass: new T/A/V labels (from epoch 2), then memory and centres."""
+        features = {task: f.detach().float() for task, f in features.items()}
+        if epoch > 1:
+            y_m = self.labels["M"][index]
+            delta_m = relative_distance(features["M"], *self.centres["M"])
+            for task in UNIMODAL:
+                delta_s = relative_distance(features[task], *self.centres[task])
+                new = generated_label(y_m, delta_s, delta_m, self.H)
+                self.labels[task][index] = momentum_update(self.labels[task][index], new, epoch)
+        for task in TASKS:
+            self.memory[task][index] = features[task]
+            self.centres[task] = class_centres(self.memory[task], self.labels[task], self.exclude_zero)

@@ -33,8 +33,8 @@ def find_folds(root: Path) -> Path | None:
     """The fold source under a dataset folder: a folder holding std_folds_*.txt, or an SDK *_std_folds.py."""
     for sub in FOLD_DIRS:
         folder = root / sub
-        if all((folder / f"std_folds_{s}.txt").is_file() for s in SPLITS):
-            return folder
+        if any((folder / f"std_folds_{s}.txt").is_file() for s in SPLITS):
+            return folder  # an incomplete set is an error when read, not a reason to look elsewhere
         sdk = sorted(folder.glob("*_std_folds.py"))
         if sdk:
             return sdk[0]

@@ -335,7 +335,8 @@ def export_mmsa(store: str | Path, out: str | Path, *, length: LengthRule | int 
         raise MmsaError(f"{store}: no clips to export")
     widths = {m: _target_length([len(getattr(c, m)) for c in every], length) for m in FRAME_MODALITIES}
     widths["text"] = max(1, max(len(c.input_ids) for c in every))
-    dims = {m: _feature_dim(every, m) for m in FRAME_MODALITIES}
+    dims = {m: _feature_dim(every, m, meta["provenance"].get(m, {}).get("feature_names", []))
+            for m in FRAME_MODALITIES}
     truncated = {m: sum(len(getattr(c, m)) > widths[m] for c in every) for m in FRAME_MODALITIES}
     if any(truncated.values()):
         log.warning("%s: truncated to %s frames: %s clips", store, widths, truncated)
@@ -366,11 +367,12 @@ def _rule_name(rule: LengthRule | int) -> str:
     return rule.value if isinstance(rule, LengthRule) else str(int(rule))
 
 
-def _feature_dim(clips: list[Clip], modality: str) -> int:
-    dims = {getattr(c, modality).shape[1] for c in clips}
-    if len(dims) != 1:
+def _feature_dim(clips: list[Clip], modality: str, names: list[str]) -> int:
+    """The width of a modality's frames: from the clips that have frames, else from its feature names."""
+    dims = {getattr(c, modality).shape[-1] for c in clips if getattr(c, modality).size}
+    if len(dims) > 1:
         raise MmsaError(f"{modality} features have different widths across clips: {sorted(dims)}")
-    return dims.pop()
+    return dims.pop() if dims else len(names)
 
 
 def _split_dict(clips: list[Clip], widths: dict[str, int], dims: dict[str, int]) -> dict[str, Any]:
@@ -388,7 +390,7 @@ def _split_dict(clips: list[Clip], widths: dict[str, int], dims: dict[str, int])
         array = np.zeros((n, widths[m], dims[m]), dtype=np.float32)
         lengths = np.zeros(n, dtype=np.int64)
         for i, c in enumerate(clips):
-            frames = getattr(c, m)[:widths[m]]
+            frames = np.asarray(getattr(c, m)).reshape(-1, dims[m])[:widths[m]]
             array[i, :len(frames)] = frames
             lengths[i] = len(frames)
         part[m], part[f"{m}_lengths"] = array, lengths

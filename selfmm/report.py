@@ -76,7 +76,7 @@ def write_report(model_dir: str | Path, features: str | Path, out_dir: str | Pat
             "unimodal_recovery": unimodal_recovery(store, generated),
         }
         _write_unimodal_table(out_dir / "unimodal_labels.csv", store, generated)
-    _write_csv(out_dir / "predictions.csv", ["key", "true", "predicted", "T", "A", "V"],
+    _write_csv(out_dir / "predictions.csv", ["key", "label", "predicted", "T", "A", "V"],
                [[k, labels[k], p["M"], p["T"], p["A"], p["V"]] for k, p in predictions.items()])
     history = _read_history(model_dir / "history" / f"seed_{seed}.csv")
     _write_csv(out_dir / "loss.csv", ["epoch", "train_loss", "valid_loss"], history)

@@ -208,6 +208,12 @@ def test_a_video_in_two_folds_is_an_error(tmp_path):
         load_cmu(root, require_media=False, require_text=False)
 
 
+def test_an_incomplete_set_of_fold_files_is_an_error(tmp_path):
+    root = write_mosi(tmp_path, [(0, 1, "vidA", 1, 1.0)], folds={"train": ["vidA"], "test": []})
+    with pytest.raises(FoldError, match="std_folds_valid.txt: missing"):
+        load_cmu(root, require_media=False, require_text=False)
+
+
 def test_the_sdk_fold_module_is_parsed_not_run(tmp_path):
     marker = tmp_path / "ran"
     root = write_mosi(tmp_path / "d", [(0, 1, "vidA", 1, 1.0), (0, 1, "vidB", 1, 2.0)])

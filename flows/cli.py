@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="model bundle folder")
     p.add_argument("--params", default=None, help="params file (default: params.yaml if present)")
-    p.add_argument("--preset", default=None, help="mosi | mosei | sims | demo (default: params train.preset)")
+    p.add_argument("--section", default="train", help="the params section to read (default: train)")
+    p.add_argument("--preset", default=None, help="mosi | mosei | sims | demo (default: the section's preset)")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -126,7 +127,7 @@ def _train(args: argparse.Namespace) -> int:
         if value is not None:
             overrides[key] = value
     summary = train_flow(features=str(args.features), out=str(args.out), overrides=overrides,
-                         params_file=args.params)
+                         params_file=args.params, section=args.section)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -9,17 +9,19 @@ from flows.params import deep_update, load_params
 from selfmm.config import TrainConfig
 
 
-def train_config(params: dict, overrides: dict | None = None) -> TrainConfig:
-    return TrainConfig.from_dict(deep_update(params.get("train") or {}, overrides))
+def train_config(params: dict, overrides: dict | None = None, section: str = "train") -> TrainConfig:
+    """The training config of a params section (``train`` for the demo, ``train_mosi``, ...) plus overrides."""
+    return TrainConfig.from_dict(deep_update(params.get(section) or {}, overrides))
 
 
 @flow(name="train")
-def train_flow(features: str, out: str, overrides: dict | None = None, params_file: str | None = None) -> dict:
+def train_flow(features: str, out: str, overrides: dict | None = None, params_file: str | None = None,
+               section: str = "train") -> dict:
     """Train one model per seed on ``features`` and write the bundle to ``out``."""
     from selfmm.train import train
 
     logger = get_run_logger()
-    config = train_config(load_params(params_file), overrides)
+    config = train_config(load_params(params_file), overrides, section)
     logger.info("training on %s with seeds %s (text model %s)", features, config.seeds, config.text_model)
     result = train(features, out, config)
     for seed in result.seeds:

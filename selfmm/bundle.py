@@ -82,17 +82,21 @@ class Bundle:
                 f"trained on {trained!r}: re-extract with the bundle's provenance configs, or retrain")
 
 
+def save_weights(path: Path, seed: int, state: dict[str, torch.Tensor]) -> None:
+    """One seed's state dict, written as soon as that seed is done (not all seeds held in memory)."""
+    (path / "weights").mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, path / "weights" / f"seed_{seed}.safetensors")
+
+
 def save_bundle(path: Path, config: TrainConfig, store: FeatureStore, dims: dict[str, int],
-                text_encoder: PreTrainedModel, weights: dict[int, dict[str, torch.Tensor]],
-                valid_loss: dict[int, float]) -> Bundle:
-    """Write a bundle; the selected seed is the one with the lowest validation loss."""
-    path.mkdir(parents=True, exist_ok=True)
+                text_encoder: PreTrainedModel, valid_loss: dict[int, float]) -> Bundle:
+    """Complete a bundle whose seeds' weights are saved: the selected seed has the lowest validation loss."""
+    missing = [s for s in valid_loss if not (path / "weights" / f"seed_{s}.safetensors").is_file()]
+    if missing:
+        raise BundleError(f"{path}: no saved weights for seed(s) {missing}")
     text_dir = path / "text_model"
     text_encoder.config.save_pretrained(text_dir)
     AutoTokenizer.from_pretrained(resolve_model(config.text_model)).save_pretrained(text_dir)
-    (path / "weights").mkdir(exist_ok=True)
-    for seed, state in weights.items():
-        save_file({k: v.contiguous() for k, v in state.items()}, path / "weights" / f"seed_{seed}.safetensors")
     info = {
         "format": FORMAT_VERSION,
         "config": config.to_dict(),
@@ -101,7 +105,7 @@ def save_bundle(path: Path, config: TrainConfig, store: FeatureStore, dims: dict
         "feature_config_hash": store.feature_config_hash,
         "dataset": store.dataset,
         "provenance": {m: asdict(p) for m, p in store.provenance.items()},
-        "seeds": list(weights),
+        "seeds": list(valid_loss),
         "selected_seed": min(valid_loss, key=valid_loss.get),
         "valid_loss": {str(s): v for s, v in valid_loss.items()},
     }

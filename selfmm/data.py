@@ -153,18 +153,18 @@ def feature_dims(store: FeatureStore) -> dict[str, int]:
             raise DataError(f"{store.path}: the store holds no clips")
         clip = store.read(keys[0])
         for m in missing:
-            dims[m] = int(getattr(clip, m).shape[-1]) if getattr(clip, m).ndim == 2 else 0
+            dims[m] = int(np.atleast_2d(getattr(clip, m)).shape[-1])
     return {"audio": dims["audio"], "vision": dims["vision"]}
 
 
 def collate(items: Sequence[Item], fixed_padding: Sequence[int] | None = None) -> Batch:
     """Pad a list of clips to the longest of each modality (or to ``fixed_padding``, never shorter)."""
     min_tokens, min_audio, min_vision = fixed_padding or (1, 1, 1)
-    ids, mask = _pad([x.input_ids for x in items], min_tokens)
+    ids, _ = _pad([x.input_ids for x in items], min_tokens)
+    mask, _ = _pad([x.attention_mask for x in items], min_tokens)
     audio, audio_lengths = _pad([x.audio for x in items], min_audio)
     vision, vision_lengths = _pad([x.vision for x in items], min_vision)
-    return Batch(input_ids=ids, attention_mask=_pad([x.attention_mask for x in items], min_tokens)[0],
-                 audio=audio, audio_lengths=audio_lengths.clamp(min=1), vision=vision,
+    return Batch(input_ids=ids, attention_mask=mask, audio=audio, audio_lengths=audio_lengths.clamp(min=1), vision=vision,
                  vision_lengths=vision_lengths.clamp(min=1),
                  labels=torch.tensor([x.label for x in items], dtype=torch.float32),
                  index=torch.tensor([x.index for x in items], dtype=torch.long))

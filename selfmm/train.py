@@ -26,7 +26,7 @@ import torch
 
 from features.store import SPLITS, FeatureStore
 from features.text import resolve_model
-from selfmm.bundle import save_bundle
+from selfmm.bundle import save_bundle, save_weights
 from selfmm.config import TrainConfig, resolve_device
 from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, make_loader
 from selfmm.metrics import compute_metrics, mean_std
@@ -70,13 +70,12 @@ def train(features: str | Path, out_dir: str | Path, config: TrainConfig) -> Tra
         data = {split: ClipDataset.from_store(store, split, dims, in_memory) for split in SPLITS}
         encoder = load_text_encoder(config.text_model)
         _check_vocabulary(data, encoder.config.vocab_size, store)
-        weights: dict[int, dict[str, torch.Tensor]] = {}
         results = []
         for seed in config.seeds:
-            result, weights[seed] = train_seed(seed, data, dims, encoder, config, device)
+            result, weights = train_seed(seed, data, dims, encoder, config, device)
+            save_weights(out_dir, seed, weights)
             results.append(result)
-        bundle = save_bundle(out_dir, config, store, dims, encoder, weights,
-                             {r.seed: r.valid_loss for r in results})
+        bundle = save_bundle(out_dir, config, store, dims, encoder, {r.seed: r.valid_loss for r in results})
     mean, std = mean_std([r.test for r in results])
     out = TrainResult(out_dir, results, bundle.selected_seed, mean, std)
     _write_outputs(out, data["train"].keys, config)
@@ -108,6 +107,9 @@ def train_seed(seed: int, data: dict[str, ClipDataset], dims: dict[str, int], en
         valid_loss = l1(run_model(model, loaders["valid"], device, config.amp)["M"], data["valid"].labels)
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "train_seconds": seconds})
         log.info("seed %d epoch %d: train loss %.4f, valid L1 %.4f", seed, epoch, train_loss, valid_loss)
+        if not math.isfinite(valid_loss):
+            raise FloatingPointError(f"seed {seed}, epoch {epoch}: validation loss is {valid_loss}; training "
+                                     "diverged (try lower learning rates)")
         if valid_loss <= best_loss - IMPROVEMENT:
             best_loss, best_epoch = valid_loss, epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

@@ -42,6 +42,7 @@ SAMPLE_RATE = 22050  # espeak-ng's native rate: no resampling
 MIN_SECONDS, MAX_SECONDS = 2.0, 4.0
 LEAD_SECONDS = 0.25  # silence before and after the sentence
 SPLIT_SHARES = (0.70, 0.15, 0.15)
+LABEL_WEIGHTS = (0.4, 0.3, 0.3)  # text, audio, vision share of the multimodal label
 
 # MediaPipe Face Mesh landmark indices.
 MOUTH_CORNERS = (61, 291)
@@ -90,7 +91,7 @@ def _round(x: float) -> float:
     return round(float(x), 1) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def draw_labels(rng: np.random.Generator, weights: tuple[float, float, float] = (0.4, 0.3, 0.3),
+def draw_labels(rng: np.random.Generator, weights: tuple[float, float, float] = LABEL_WEIGHTS,
                 conflict: float = 0.25, spread: float = 0.2) -> ClipLabels:
     """Unimodal sentiments around a shared mood (as annotators of real data mostly agree), except that with
     probability ``conflict`` one modality opposes the mood; the multimodal label is their weighted mean."""
@@ -247,7 +248,7 @@ class FaceRig:
     negative: np.ndarray
 
 
-def _bumps(shape: tuple[int, int], points: list[tuple[np.ndarray, np.ndarray]], sigma: float) -> np.ndarray:
+def _bumps(shape: tuple[int, int], points: list[tuple[np.ndarray, tuple[float, float]]], sigma: float) -> np.ndarray:
     """A smooth displacement field: each (centre, shift) moves the pixels around its centre, fading as a Gaussian."""
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
     field = np.zeros(shape + (2,), np.float32)
@@ -289,10 +290,8 @@ def face_rig(photo: str, size: int) -> FaceRig:
     low, high = marks.min(0), marks.max(0)
     side = min(round(float((high - low).max()) * 1.7), *image.shape[:2])
     centre = np.round((low + high) / 2 - (0, 0.05 * side))
-    corner = np.clip(centre - side / 2, 0, np.array(image.shape[1::-1]) - side).round()
-    scale = size / side
-    crop = cv2.warpAffine(image, np.float32([[scale, 0, -corner[0] * scale], [0, scale, -corner[1] * scale]]),
-                          (size, size), flags=cv2.INTER_AREA)
+    x, y = np.clip(centre - side // 2, 0, np.array(image.shape[1::-1]) - side).astype(int)
+    crop = cv2.resize(image[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
     marks = face_landmarks(crop)
     if marks is None:
         raise RuntimeError(f"no face found in the crop of the demo photo {photo}")

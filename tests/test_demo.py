@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from features.dataset import check_id, load_mmsa
-from features.demo import (EYE_CORNERS, LABEL_COLUMNS, LIP_CENTRE, MOUTH_CORNERS, SAMPLE_RATE, SPEAKERS,
-                           draw_labels, express, face_landmarks, face_rig, make_demo_corpus,
-                           plan_corpus, render_clip)
+from features.demo import (EYE_CORNERS, LABEL_COLUMNS, LABEL_WEIGHTS, LIP_CENTRE, MOUTH_CORNERS, SAMPLE_RATE,
+                           SPEAKERS, draw_labels, express, face_landmarks, face_rig, make_demo_corpus, plan_corpus,
+                           render_clip)
 from features.phrases import SUBJECTS, templates_for
 from features.store import SPLITS
 
@@ -158,7 +158,7 @@ def test_labels_are_consistent_and_modalities_sometimes_disagree():
     table = np.array([(lab.text, lab.audio, lab.vision, lab.multimodal) for lab in labels])
     assert np.all(np.abs(table) <= 1.0)
     assert np.allclose(table * 10, np.round(table * 10))
-    mean = table[:, :3] @ np.array([0.4, 0.3, 0.3])
+    mean = table[:, :3] @ np.array(LABEL_WEIGHTS) / sum(LABEL_WEIGHTS)
     assert np.all(np.abs(table[:, 3] - mean) <= 0.05 + 1e-9)
     opposed = (table[:, :3].max(1) >= 0.3) & (table[:, :3].min(1) <= -0.3)
     assert 0.1 < opposed.mean() < 0.4

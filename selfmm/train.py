@@ -23,6 +23,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from features.store import SPLITS, FeatureStore
 from features.text import resolve_model
@@ -32,7 +33,7 @@ from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, ma
 from selfmm.metrics import compute_metrics, mean_std
 from selfmm.model import TASKS, SelfMM, load_text_encoder
 from selfmm.predict import autocast, run_model
-from selfmm.ulgm import ULGM
+from selfmm.ulgm import ULGM, UNIMODAL
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def multitask_loss(preds: dict[str, torch.Tensor], targets: dict[str, torch.Tens
     (in epoch 1 every such weight is 0)."""
     y_m = targets["M"]
     loss = (preds["M"] - y_m).abs().mean()
-    for task in ("T", "A", "V"):
+    for task in UNIMODAL:
         weight = torch.tanh((targets[task] - y_m).abs())
         loss = loss + (weight * (preds[task] - targets[task]).abs()).mean()
     return loss
@@ -199,7 +200,8 @@ def _deterministic(enabled: bool) -> Iterator[None]:
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
     try:
-        yield
+        with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels' backward passes are not deterministic
+            yield
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark = saved[2]

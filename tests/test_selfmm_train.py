@@ -14,7 +14,7 @@ import torch
 
 from features.store import FeatureStore
 from selfmm.config import TrainConfig
-from selfmm.data import ClipDataset, DataError, make_loader
+from selfmm.data import ClipDataset, DataError, fits_in_memory, make_loader
 from selfmm.model import SelfMM, text_encoder_from_config
 from selfmm.synthetic import make_synthetic_store, make_text_model
 from selfmm.train import make_optimizer, multitask_loss, train, train_epoch
@@ -84,14 +84,25 @@ def test_training_clearly_beats_predicting_the_training_mean(setup):
     assert result.mean["Corr"] > 0.6
 
 
+def _losses(result) -> list[tuple[float, float]]:
+    return [(h["train_loss"], h["valid_loss"]) for h in result.history]
+
+
 def test_same_seed_twice_gives_identical_results(setup, tmp_path):
     store_path, config, result = setup
     again = train(store_path, tmp_path / "again", dataclasses.replace(config, seeds=[12]))
     first, second = result.seeds[1], again.seeds[0]
     assert second.test == first.test
-    losses = lambda r: [(h["train_loss"], h["valid_loss"]) for h in r.history]  # noqa: E731
-    assert losses(second) == losses(first)
+    assert _losses(second) == _losses(first)
     assert all(np.array_equal(first.labels[t], second.labels[t]) for t in "MTAV")
+
+
+def test_a_store_over_the_memory_budget_is_streamed_with_the_same_result(setup, tmp_path):
+    store_path, config, result = setup
+    streamed = dataclasses.replace(config, seeds=[11], memory_budget_mb=0)
+    with FeatureStore(store_path) as store:
+        assert not fits_in_memory(store, streamed)
+    assert train(store_path, tmp_path / "streamed", streamed).seeds[0].test == result.seeds[0].test
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(setup):

@@ -9,16 +9,19 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from features.cache import ShardCache
 from features.config import ExtractConfig
-from features.dataset import DatasetError, SourceVideo, load_dataset
+from features.dataset import DatasetError, DatasetSpec, SourceVideo, load_dataset
 from features.extract import SourceStatus, build_store, extract_source
 from features.store import Failure
 from flows.params import extract_config, load_params
 
 DEFAULT_CACHE = Path(".cache/shards")
+TASK_RUNNERS = ("threads", "dask")
+WHERE_DATA_COMES_FROM = ("docs/datasets.md lists the accepted layouts and where each dataset comes from "
+                         "(MMSA's download links, the CMU-MultimodalSDK releases)")
 
 
 class ExtractionFailed(RuntimeError):
@@ -52,7 +55,33 @@ def resolve_dataset(dataset: str) -> Path:
     if named.is_dir():
         return named
     raise DatasetError(f"dataset {dataset!r} not found: expected a folder, or data/{dataset}/ holding label.csv and "
-                       f"Raw/<video_id>/<clip_id>.mp4 (the MMSA layout); see README, section 'Datasets'")
+                       f"Raw/<video_id>/<clip_id>.mp4 (the MMSA layout)")
+
+
+def open_dataset(dataset: str) -> DatasetSpec:
+    """The dataset's clips, or an error that says what the folder must hold and where to get the data."""
+    try:
+        return load_dataset(resolve_dataset(dataset))
+    except DatasetError as err:
+        raise DatasetError(f"{err}; {WHERE_DATA_COMES_FROM}") from None
+
+
+def make_task_runner(run: dict) -> TaskRunner:
+    """The runner that spreads source videos, from params.yaml's ``run`` section: ``threads`` (this process,
+    ``workers`` threads) or ``dask``: the Dask scheduler at ``dask_address``, whose workers may be on other
+    machines, or else a local cluster of ``workers`` single-threaded processes."""
+    kind = run.get("task_runner") or "threads"
+    workers = int(run.get("workers") or 2)
+    if kind == "threads":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if run.get("dask_address"):
+            return DaskTaskRunner(address=run["dask_address"])
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                              "dashboard_address": None})
+    raise ValueError(f"run.task_runner must be one of {', '.join(TASK_RUNNERS)}, not {kind!r}")
 
 
 def write_failure_report(path: Path, failures: list[Failure]) -> None:
@@ -79,7 +108,7 @@ def feature_extract(dataset: str, out: str, overrides: dict | None = None, param
     run = params.get("run") or {}
     cache_dir = cache_dir or run.get("cache_dir") or str(DEFAULT_CACHE)
     limit = max_failure_fraction if max_failure_fraction is not None else float(run.get("max_failure_fraction", 0.2))
-    spec = load_dataset(resolve_dataset(dataset))
+    spec = open_dataset(dataset)
     total = len(spec.clips) + len(spec.rejected)
     logger.info("%s: %d clips in %d source files, %d rejected by the label file", spec.name, len(spec.clips),
                 len(spec.sources), len(spec.rejected))

@@ -113,3 +113,26 @@ def speech_like(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
     phase = 2 * np.pi * np.cumsum(f0) / rate
     voiced = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2)
     return (0.3 * voiced + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory) -> str:
+    """A real Prefect server on a free loopback port for the whole session (started and stopped by the
+    production code of `selfmm serve`); flows called in this process report to it, and so do their DVC stages."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.serve import prefect_server as start_server
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    with start_server(tmp_path_factory.mktemp("prefect-home"), port), temporary_settings({PREFECT_API_URL: url}):
+        yield url

@@ -1,0 +1,93 @@
+"""The deployments ``selfmm serve`` registers, named ``<flow>/<dataset>``, with parameters and schedules taken from
+params.yaml's ``serve`` section:
+
+    feature-extract/<d>   data/<d>/ -> build/<d>/features.h5, through the shard cache (only new clips cost work)
+    train/<d>             build/<d>/features.h5 -> build/<d>/model
+    retrain/<d>           changed annotations -> the DVC stages of <d> -> promote if better; on a cron schedule
+
+The task runner of feature-extract (params ``run``) is fixed when serving starts, like the rest of a deployment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.deployments.runner import RunnerDeployment
+
+from features.dataset import check_id
+from flows.extract import feature_extract, make_task_runner
+from flows.retrain import DatasetPaths, retrain
+from flows.train import train_flow
+
+DATASET_KEYS = {"retrain_cron", "train_section", "dvc_stages"}
+
+
+@dataclass(frozen=True)
+class ServedDataset:
+    """One entry of ``serve.datasets``: the dataset's name, its retrain schedule, the params section train/<d>
+    trains with, and the DVC stages retrain/<d> runs."""
+
+    name: str
+    retrain_schedule: CronSchedule | None
+    train_section: str
+    dvc_stages: list[str]
+
+
+def served_datasets(params: dict) -> list[ServedDataset]:
+    """``serve.datasets`` checked in full (names, cron expressions, stage lists) before anything starts."""
+    serve = params.get("serve") or {}
+    section = serve.get("datasets") or {}
+    if not isinstance(section, dict) or not section:
+        raise ValueError("params.yaml: serve.datasets names no dataset to serve")
+    timezone = serve.get("timezone") or "UTC"
+    out = []
+    for name, entry in section.items():
+        where = f"params.yaml serve.datasets.{name}"
+        check_id(str(name), "dataset name")
+        entry = entry or {}
+        unknown = set(entry) - DATASET_KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(sorted(DATASET_KEYS))}")
+        stages = entry.get("dvc_stages")
+        if not stages or not all(isinstance(s, str) for s in stages):
+            raise ValueError(f"{where}.dvc_stages: list the DVC stages that rebuild build/{name}/, "
+                             f"e.g. [extract, train, evaluate]")
+        out.append(ServedDataset(str(name), _schedule(entry.get("retrain_cron"), timezone, where),
+                                 entry.get("train_section") or "train", list(stages)))
+    return out
+
+
+def _schedule(cron: str | None, timezone: str, where: str) -> CronSchedule | None:
+    if cron is None:
+        return None
+    try:
+        return CronSchedule(cron=str(cron), timezone=timezone)
+    except ValidationError as err:
+        raise ValueError(f"{where}.retrain_cron: {cron!r} (timezone {timezone}) is not a valid schedule "
+                         f"({err.errors()[0]['msg']}); cron has five fields, minute hour day-of-month month "
+                         f"day-of-week, e.g. '0 3 * * *' for 03:00 daily") from None
+
+
+def build_deployments(datasets: list[ServedDataset], run: dict) -> list[RunnerDeployment]:
+    """Three deployments per dataset; ``run`` (params ``run``) picks feature-extract's task runner."""
+    extract = feature_extract.with_options(task_runner=make_task_runner(run))
+    one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+    deployments = []
+    for dataset in datasets:
+        paths = DatasetPaths(dataset.name)
+        deployments += [
+            extract.to_deployment(dataset.name, parameters={"dataset": dataset.name, "out": str(paths.features)},
+                                  description=f"data/{dataset.name}/ -> {paths.features}"),
+            train_flow.to_deployment(dataset.name, parameters={"features": str(paths.features), "out": str(paths.model),
+                                                               "section": dataset.train_section},
+                                     description=f"{paths.features} -> {paths.model} (params {dataset.train_section})"),
+            retrain.to_deployment(dataset.name, parameters={"dataset": dataset.name, "stages": dataset.dvc_stages},
+                                  schedules=[dataset.retrain_schedule] if dataset.retrain_schedule else None,
+                                  concurrency_limit=one_at_a_time,
+                                  description=f"retrain {dataset.name} through DVC stages "
+                                              f"{', '.join(dataset.dvc_stages)} when its annotations change"),
+        ]
+    return deployments

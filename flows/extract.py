@@ -20,8 +20,8 @@ from flows.params import extract_config, load_params
 
 DEFAULT_CACHE = Path(".cache/shards")
 TASK_RUNNERS = ("threads", "dask")
-WHERE_DATA_COMES_FROM = ("docs/datasets.md lists the accepted layouts and where each dataset comes from "
-                         "(MMSA's download links, the CMU-MultimodalSDK releases)")
+WHERE_DATA_COMES_FROM = ("the README's 'Real datasets' section lists the accepted layouts and where each dataset "
+                         "comes from (MMSA's download links, the CMU-MultimodalSDK releases)")
 
 
 class ExtractionFailed(RuntimeError):

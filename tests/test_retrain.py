@@ -141,4 +141,4 @@ def test_retrain_of_an_unknown_or_absent_dataset_fails_fast(tmp_path, monkeypatc
     assert "'nope' is not in params serve.datasets" in capsys.readouterr().err
     assert main(["retrain", "mosei"]) == 1  # served, but no data/mosei/
     err = capsys.readouterr().err
-    assert "data/mosei/" in err and "docs/datasets.md" in err and not (tmp_path / "models").exists()
+    assert "data/mosei/" in err and "Real datasets" in err and not (tmp_path / "models").exists()

@@ -89,7 +89,7 @@ def test_serve_runs_deployments_and_stops_cleanly_and_dvc_reuses_the_extraction(
             retrain = client.read_deployment_by_name("retrain/demo")
         assert failed.state.is_failed() and (failed.end_time - failed.start_time).total_seconds() < 30
         message = failed.state.message
-        assert "data/mosei/" in message and "label.csv" in message and "docs/datasets.md" in message
+        assert "data/mosei/" in message and "label.csv" in message and "Real datasets" in message
         assert [s.schedule.cron for s in retrain.schedules] == ["0 3 * * *"]  # from params.yaml
         assert retrain.global_concurrency_limit.limit == 1  # two retrains never overlap
 

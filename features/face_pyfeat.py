@@ -137,11 +137,15 @@ def _offline_hub_at(weights_dir: Path) -> Iterator[None]:
     import feat.utils.io
     import huggingface_hub.constants as hub
 
+    import torch
+
     saved = hub.HF_HUB_OFFLINE, feat.detector.get_resource_path, feat.utils.io.get_resource_path
     hub.HF_HUB_OFFLINE = True
     feat.detector.get_resource_path = feat.utils.io.get_resource_path = lambda: str(weights_dir)
     try:
-        yield
+        # py-feat's RetinaFace constructor switches autograd off for the whole thread; restore it on exit.
+        with torch.set_grad_enabled(torch.is_grad_enabled()):
+            yield
     finally:
         hub.HF_HUB_OFFLINE, feat.detector.get_resource_path, feat.utils.io.get_resource_path = saved
 

@@ -134,6 +134,7 @@ def train_epoch(model: SelfMM, loader, ulgm: ULGM, optimizer: torch.optim.Optimi
     unless ``step_trailing_batches``; their gradients are cleared at the next epoch's first batch.
     """
     model.train()
+    torch.set_grad_enabled(True)  # a library imported earlier may have switched autograd off (py-feat does)
     k = config.update_epochs
     total = torch.zeros((), device=device)
     for b, batch in enumerate(loader):

@@ -136,3 +136,14 @@ def prefect_server(tmp_path_factory) -> str:
     url = f"http://127.0.0.1:{port}/api"
     with start_server(tmp_path_factory.mktemp("prefect-home"), port), temporary_settings({PREFECT_API_URL: url}):
         yield url
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models train faster on one thread, and shared CI cores stay predictable."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 from features.store import FeatureStore, write_store
@@ -15,12 +14,7 @@ from selfmm.synthetic import make_synthetic_store
 from selfmm.train import train
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ from selfmm.train import make_optimizer, multitask_loss, train, train_epoch
 from selfmm.ulgm import ULGM
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and shared CI cores stay predictable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

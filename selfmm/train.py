@@ -125,6 +125,7 @@ def train_seed(seed: int, data: dict[str, ClipDataset], dims: dict[str, int], en
     return result, best_state
 
 
+@torch.enable_grad()  # whatever a caller or a library (py-feat does) left switched off
 def train_epoch(model: SelfMM, loader, ulgm: ULGM, optimizer: torch.optim.Optimizer, epoch: int,
                 config: TrainConfig, device: torch.device) -> float:
     """One pass over the training data; returns the mean total loss per batch.
@@ -134,7 +135,6 @@ def train_epoch(model: SelfMM, loader, ulgm: ULGM, optimizer: torch.optim.Optimi
     unless ``step_trailing_batches``; their gradients are cleared at the next epoch's first batch.
     """
     model.train()
-    torch.set_grad_enabled(True)  # a library imported earlier may have switched autograd off (py-feat does)
     k = config.update_epochs
     total = torch.zeros((), device=device)
     for b, batch in enumerate(loader):

@@ -216,10 +216,10 @@ class FeatureStore:
         for key in self.keys(split):
             yield self.read(key)
 
-    def read_labels(self, split: str | None = None) -> dict[str, float]:
-        """Multimodal labels by key, from attributes only (no array reads)."""
+    def read_labels(self, split: str | None = None, name: str = "label") -> dict[str, float]:
+        """One label per key (``label``, or ``label_T/A/V``), from attributes only (no array reads)."""
         group = self._file["clips"]
-        return {k: float(group[k].attrs["label"]) for k in self.keys(split)}
+        return {k: float(group[k].attrs[name]) for k in self.keys(split)}
 
     @property
     def provenance(self) -> dict[str, ModalityProvenance]:

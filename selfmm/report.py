@@ -40,18 +40,23 @@ def read_generated_labels(model_dir: Path, seed: int) -> dict[str, dict[str, flo
         return {row["key"]: {m: float(row[f"label_{m}"]) for m in MODALITIES} for row in csv.DictReader(f)}
 
 
-def unimodal_recovery(store: FeatureStore, generated: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+def true_labels(store: FeatureStore, split: str = "train") -> dict[str, dict[str, float]]:
+    """Label name (``label``, ``label_T/A/V``) -> clip key -> value, read once from the store's attributes."""
+    return {name: store.read_labels(split, name) for name in ["label", *(f"label_{m}" for m in MODALITIES)]}
+
+
+def unimodal_recovery(truth: dict[str, dict[str, float]],
+                      generated: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """Per modality: Pearson r of the generated label with the true unimodal label, beside the r of the
     multimodal label with it (what a model without label generation would use). Needs true T/A/V labels."""
-    keys = [k for k in generated if k in set(store.keys("train"))]
-    clips = [store.read(k) for k in keys]
+    keys = [k for k in generated if k in truth["label"]]
     out = {}
     for m in MODALITIES:
-        true = np.array([getattr(c, f"label_{m}") for c in clips])
+        true = np.array([truth[f"label_{m}"][k] for k in keys])
         if np.isnan(true).any():
             continue
         out[m] = {"generated": pearson(np.array([generated[k][m] for k in keys]), true),
-                  "multimodal": pearson(np.array([c.label for c in clips]), true)}
+                  "multimodal": pearson(np.array([truth["label"][k] for k in keys]), true)}
     return out
 
 
@@ -66,6 +71,7 @@ def write_report(model_dir: str | Path, features: str | Path, out_dir: str | Pat
     with FeatureStore(features) as store:
         labels = store.read_labels(split)
         generated = read_generated_labels(model_dir, seed)
+        truth = true_labels(store)
         report = {
             "split": split,
             "clips": result["clips"],
@@ -73,9 +79,9 @@ def write_report(model_dir: str | Path, features: str | Path, out_dir: str | Pat
             "mean": result["mean"],
             "std": result["std"],
             "baseline_train_mean": train_mean_baseline(store, split, result["metrics"]),
-            "unimodal_recovery": unimodal_recovery(store, generated),
+            "unimodal_recovery": unimodal_recovery(truth, generated),
         }
-        _write_unimodal_table(out_dir / "unimodal_labels.csv", store, generated)
+    _write_unimodal_table(out_dir / "unimodal_labels.csv", truth, generated)
     _write_csv(out_dir / "predictions.csv", ["key", "label", "predicted", "T", "A", "V"],
                [[k, labels[k], p["M"], p["T"], p["A"], p["V"]] for k, p in predictions.items()])
     history = _read_history(model_dir / "history" / f"seed_{seed}.csv")
@@ -84,11 +90,10 @@ def write_report(model_dir: str | Path, features: str | Path, out_dir: str | Pat
     return report
 
 
-def _write_unimodal_table(path: Path, store: FeatureStore, generated: dict[str, dict[str, float]]) -> None:
-    rows = []
-    for key, gen in generated.items():
-        clip = store.read(key)
-        rows.append([key, clip.label] + [v for m in MODALITIES for v in (getattr(clip, f"label_{m}"), gen[m])])
+def _write_unimodal_table(path: Path, truth: dict[str, dict[str, float]],
+                          generated: dict[str, dict[str, float]]) -> None:
+    rows = [[key, truth["label"][key]] + [v for m in MODALITIES for v in (truth[f"label_{m}"][key], gen[m])]
+            for key, gen in generated.items()]
     header = ["key", "label"] + [f"{kind}_{m}" for m in MODALITIES for kind in ("true", "generated")]
     _write_csv(path, header, rows)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from features.cache import ShardCache
 from features.config import ExtractConfig, FaceConfig
-from features.dataset import ClipSpec, SourceVideo
 from features.extract import Extractors, extract_source, thread_extractors
 from features.media import decode
+from features.types import ClipSpec, SourceVideo
 
 REPO = Path(__file__).resolve().parents[1]
 FEAT_DATA = Path(importlib.util.find_spec("feat").origin).parent / "tests" / "data"
@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     config = ExtractConfig(face=FaceConfig(fps=args.fps))
     extractors = Extractors(config)
-    extractors.face, extractors.audio, extractors.text  # load models outside the timings
+    _ = extractors.face, extractors.audio, extractors.text  # load models outside the timings
 
     media_seconds = decode_s = audio_s = face_s = 0.0
     frames = 0

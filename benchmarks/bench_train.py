@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import AutoConfig, AutoModel, AutoTokenizer  # noqa: E402
 
-from features.text import resolve_model  # noqa: E402
+from features.extractors.text import resolve_model  # noqa: E402
 from selfmm.config import preset  # noqa: E402
 from selfmm.predict import predict_store  # noqa: E402
-from selfmm.synthetic import make_synthetic_store, make_text_model  # noqa: E402
 from selfmm.train import train  # noqa: E402
+from tests.support.synthetic import make_synthetic_store, make_text_model  # noqa: E402
 
 MOSI_SIZES = {"train": 1284, "valid": 229, "test": 686}
 MOSI_PADDING = [50, 375, 500]  # tokens, audio frames, video frames of MMSA's MOSI unaligned_50.pkl

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from features.config import Modality
-from features.store import ModalityProvenance
+from features.types import ModalityProvenance
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -61,7 +61,7 @@ class ExtractConfig:
         return {m.value: config_to_dict(self.section(m)) for m in Modality}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "ExtractConfig":
+    def from_dict(cls, data: dict[str, Any] | None) -> ExtractConfig:
         """Build from a params.yaml section; unknown keys are an error, missing keys keep defaults."""
         data = dict(data or {})
         face = dict(data.pop("face", data.pop("vision", {})) or {})

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from features.audio import AudioExtractor
 from features.cache import ShardCache, file_sha256, segments_hash
 from features.config import ExtractConfig, Modality, config_to_dict
-from features.dataset import ClipSpec, DatasetSpec, SourceVideo
+from features.extractors.audio import AudioExtractor
+from features.extractors.text import TextTokenizer
 from features.media import MediaError, decode
-from features.store import Clip, Failure, ModalityProvenance, write_store
-from features.text import TextTokenizer
+from features.store import write_store
+from features.types import Clip, ClipSpec, DatasetSpec, Failure, ModalityProvenance, SourceVideo
 
 SILENCE_PEAK = 1e-4  # peak amplitude below which a clip's audio counts as silent
 
@@ -60,7 +60,7 @@ class Extractors:
     @property
     def face(self):
         if self._face is None:
-            from features.face import make_face_extractor
+            from features.extractors import make_face_extractor
 
             self._face = make_face_extractor(self.config.face)
         return self._face
@@ -229,7 +229,8 @@ def extract_file(media: str | Path, text: str, config: ExtractConfig) -> Clip:
     return clip
 
 
-def dataset_provenance(config: ExtractConfig, cache: ShardCache, extractors: Extractors) -> dict[str, ModalityProvenance]:
+def dataset_provenance(config: ExtractConfig, cache: ShardCache,
+                       extractors: Extractors) -> dict[str, ModalityProvenance]:
     """Provenance per modality, from the cache's records when present (no extractor needs loading)."""
     out = {}
     for modality in Modality:

@@ -5,9 +5,9 @@ decoded (long source videos never sit in memory whole), or kept and returned.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import av
 import cv2

@@ -37,9 +37,8 @@ from typing import Any
 import numpy as np
 
 from features.config import TextConfig, config_hash, config_to_dict
-from features.dataset import check_id
-from features.store import (SCHEMA_VERSION, SPLITS, Clip, Failure, FeatureStore, ModalityProvenance,
-                            package_version, write_store)
+from features.store import SCHEMA_VERSION, FeatureStore, package_version, write_store
+from features.types import SPLITS, Clip, Failure, ModalityProvenance, check_id
 
 log = logging.getLogger(__name__)
 

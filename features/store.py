@@ -17,17 +17,17 @@ The file is written under a temporary name and renamed, so a reader never sees h
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import h5py
 import numpy as np
 
+from features.types import Clip, Failure, ModalityProvenance
+
 SCHEMA_VERSION = 1
-SPLITS = ("train", "valid", "test")
 _STR = h5py.string_dtype()
 
 
@@ -40,65 +40,11 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def clip_key(video_id: str, clip_id: str) -> str:
-    """The id MMSA uses for a clip; also its group name in the store."""
-    return f"{video_id}$_${clip_id}"
-
-
-@dataclass
-class Clip:
-    """Everything the store holds about one labelled clip."""
-
-    video_id: str
-    clip_id: str
-    split: str
-    text: str
-    label: float
-    audio: np.ndarray  # (T_a, d_a) float32
-    vision: np.ndarray  # (T_v, d_v) float32
-    face_mask: np.ndarray  # (T_v,) bool: a face was found in that frame
-    input_ids: np.ndarray  # (L,) int32, no padding
-    attention_mask: np.ndarray  # (L,) int8
-    label_T: float = math.nan
-    label_A: float = math.nan
-    label_V: float = math.nan
-    media_sha256: str = ""
-    start: float = math.nan  # segment start in the source media, seconds; NaN: the whole file
-    end: float = math.nan
-    audio_rate: float = 100.0  # audio feature frames per second
-    vision_fps: float = 10.0  # vision frames per second
-
-    @property
-    def key(self) -> str:
-        return clip_key(self.video_id, self.clip_id)
-
-
 _ARRAYS = ("audio", "vision", "face_mask", "input_ids", "attention_mask")
 _ARRAY_DTYPES = {"audio": np.float32, "vision": np.float32, "face_mask": bool,
                  "input_ids": np.int32, "attention_mask": np.int8}
 _ATTRS = ("video_id", "clip_id", "split", "text", "label", "label_T", "label_A", "label_V",
           "media_sha256", "start", "end", "audio_rate", "vision_fps")
-
-
-@dataclass
-class ModalityProvenance:
-    """Which extractor made a modality's features, with what settings, and what each column means."""
-
-    extractor: str
-    version: str
-    config: dict
-    config_hash: str
-    feature_names: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Failure:
-    """A clip (or a whole source video) that could not be extracted, and why."""
-
-    video: str
-    clip: str
-    stage: str
-    error: str
 
 
 class StoreError(ValueError):
@@ -165,7 +111,7 @@ class FeatureStore:
         self._keys = [k.decode() if isinstance(k, bytes) else k for k in self._file["index/keys"][()]]
         self._splits = [s.decode() if isinstance(s, bytes) else s for s in self._file["index/splits"][()]]
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -125,7 +125,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _demo_corpus(args: argparse.Namespace) -> int:
-    from features.demo import make_demo_corpus
+    from features.datasets.demo.corpus import make_demo_corpus
 
     out = make_demo_corpus(args.out, clips=args.clips, seed=args.seed, workers=args.workers,
                            overwrite=args.overwrite)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import ValidationError
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
+from pydantic import ValidationError
 
-from features.dataset import check_id
+from features.types import check_id
 from flows.extract import feature_extract, make_task_runner
 from flows.retrain import DatasetPaths, retrain
 from flows.train import train_flow

@@ -13,9 +13,9 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from features.cache import ShardCache
 from features.config import ExtractConfig
-from features.dataset import DatasetError, DatasetSpec, SourceVideo, load_dataset
+from features.datasets import load_dataset
 from features.extract import SourceStatus, build_store, extract_source
-from features.store import Failure
+from features.types import DatasetError, DatasetSpec, Failure, SourceVideo
 from flows.params import extract_config, load_params
 
 DEFAULT_CACHE = Path(".cache/shards")

@@ -33,18 +33,18 @@ import socket
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 from dvc.repo import Repo
 from prefect import flow, get_run_logger
 from prefect.settings import PREFECT_API_URL
 
 from features.cache import file_sha256
-from features.dataset import DatasetSpec, check_id
+from features.types import DatasetSpec, check_id
 from flows.extract import feature_extract, make_task_runner, open_dataset
 from flows.params import load_params
 from selfmm.bundle import BundleError
@@ -246,7 +246,7 @@ def champion_metrics(paths: DatasetPaths) -> dict | None:
 
 def promote(paths: DatasetPaths, record: dict) -> Path:
     """Copy the challenger to ``releases/<id>`` with its record, then point ``champion`` at it in one rename."""
-    release = paths.home / "releases" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
+    release = paths.home / "releases" / f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
     staging = release.with_name(f"{release.name}.tmp")
     try:
         shutil.copytree(paths.model, staging)
@@ -266,4 +266,4 @@ def promote(paths: DatasetPaths, record: dict) -> Path:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

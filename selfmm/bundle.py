@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedModel
 
+from features.extractors.text import resolve_model
 from features.store import FeatureStore
-from features.text import resolve_model
 from selfmm.config import TrainConfig
 from selfmm.model import SelfMM, text_encoder_from_config
 

@@ -93,7 +93,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, section: dict[str, Any] | None) -> "TrainConfig":
+    def from_dict(cls, section: dict[str, Any] | None) -> TrainConfig:
         """From a params.yaml section: an optional ``preset`` name, then overrides of any field."""
         values = dict(section or {})
         base = preset(values.pop("preset")) if "preset" in values else cls()

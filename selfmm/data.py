@@ -13,14 +13,16 @@ length 1, because ``pack_padded_sequence`` cannot take length 0: its LSTM state 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from features.store import Clip, FeatureStore
+from features.store import FeatureStore
+from features.types import Clip
 from selfmm.config import TrainConfig
 
 BUCKET_BATCHES = 32  # length bucketing sorts windows of this many batches, then shuffles the batches
@@ -52,7 +54,7 @@ class Batch:
     labels: torch.Tensor  # (B,) float32: the multimodal label y_m
     index: torch.Tensor  # (B,) long: dataset positions
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         """Everything onto ``device`` except the lengths, which packing needs on the CPU."""
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, value in moved.items():
@@ -91,7 +93,7 @@ class ClipDataset(Dataset):
 
     @classmethod
     def from_store(cls, store: FeatureStore, split: str | None, dims: dict[str, int], in_memory: bool = True,
-                   require_labels: bool = True) -> "ClipDataset":
+                   require_labels: bool = True) -> ClipDataset:
         """The clips of ``split`` (None: all clips) in store order."""
         keys = store.keys(split)
         if not keys:
@@ -100,7 +102,7 @@ class ClipDataset(Dataset):
         return cls(keys, store.read, dims, in_memory, require_labels, source=str(store.path))
 
     @classmethod
-    def from_clips(cls, clips: Sequence[Clip], dims: dict[str, int], require_labels: bool = False) -> "ClipDataset":
+    def from_clips(cls, clips: Sequence[Clip], dims: dict[str, int], require_labels: bool = False) -> ClipDataset:
         by_key = {c.key: c for c in clips}
         return cls(list(by_key), by_key.__getitem__, dims, True, require_labels, source="clips")
 

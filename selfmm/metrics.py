@@ -7,7 +7,7 @@ A constant prediction makes ``Corr`` NaN, as ``np.corrcoef`` does in the referen
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from sklearn.metrics import f1_score

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
-from features.text import resolve_model
+from features.extractors.text import resolve_model
 from selfmm.config import TrainConfig
 from selfmm.data import Batch
 

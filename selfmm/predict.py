@@ -1,15 +1,16 @@
 """Running a trained Self-MM: predictions for stored or freshly extracted clips, and test-set evaluation."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from features.store import Clip, FeatureStore
+from features.store import FeatureStore
+from features.types import Clip
 from selfmm.bundle import Bundle, load_bundle
 from selfmm.config import resolve_device
 from selfmm.data import ClipDataset, fits_in_memory, make_loader

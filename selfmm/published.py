@@ -12,9 +12,9 @@ compare directly with what ``compute_metrics`` returns. Two sources per dataset:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Mapping
 
 
 class Source(str, Enum):

@@ -16,17 +16,18 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from features.store import SPLITS, FeatureStore
-from features.text import resolve_model
+from features.extractors.text import resolve_model
+from features.store import FeatureStore
+from features.types import SPLITS
 from selfmm.bundle import save_bundle, save_weights
 from selfmm.config import TrainConfig, resolve_device
 from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, make_loader

@@ -1,0 +1,76 @@
+"""The feature-extract Prefect flow and the `selfmm extract` / `selfmm info` commands, on a test Prefect API."""
+import csv
+import json
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from features.store import FeatureStore
+from flows.cli import main
+from flows.extract import ExtractionFailed, feature_extract
+from tests.support.data import add_clip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+def add_broken_clip(root, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\0" * 500)
+    row = add_clip(root, "broken", "1", bad, "some words", 1.0, "train")
+    with open(root / "label.csv", "a") as f:
+        f.write(f"{row['video_id']},{row['clip_id']},{row['text']},{row['label']},,,,,{row['mode']}\n")
+
+
+def test_flow_writes_store_and_failure_report_under_the_threshold(mosi_dataset, tmp_path):
+    add_broken_clip(mosi_dataset, tmp_path)
+    out = tmp_path / "out" / "mosi.h5"
+    summary = feature_extract(dataset=str(mosi_dataset), out=str(out), cache_dir=str(tmp_path / "cache"),
+                              overrides={"face": {"fps": 2.0}}, max_failure_fraction=0.5)
+    assert summary["clips"] == 3 and summary["failed"] == 1 and summary["extracted"] == 3
+    with FeatureStore(out) as store:
+        assert len(store) == 3 and store.provenance["vision"].config["fps"] == 2.0
+    with open(summary["failure_report"]) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["video"], r["stage"]) for r in rows] == [("broken", "decode")]
+
+    again = feature_extract(dataset=str(mosi_dataset), out=str(out), cache_dir=str(tmp_path / "cache"),
+                            overrides={"face": {"fps": 2.0}}, max_failure_fraction=0.5)
+    assert again["cached"] == 3 and again["extracted"] == 0
+
+
+def test_flow_fails_over_the_threshold_but_keeps_the_work(mosi_dataset, tmp_path):
+    add_broken_clip(mosi_dataset, tmp_path)
+    out = tmp_path / "mosi.h5"
+    with pytest.raises(ExtractionFailed, match=r"1 of 4 clips failed \(25% > 10% allowed\)"):
+        feature_extract(dataset=str(mosi_dataset), out=str(out), cache_dir=str(tmp_path / "cache"),
+                        overrides={"face": {"fps": 2.0}}, max_failure_fraction=0.1)
+    with FeatureStore(out) as store:
+        assert len(store) == 3
+
+
+def test_cli_extract_then_info(mosi_dataset, tmp_path, capsys):
+    out = tmp_path / "cli.h5"
+    code = main(["extract", "--dataset", str(mosi_dataset), "--out", str(out), "--cache-dir", str(tmp_path / "c"),
+                 "--set", "face.fps=2", "--set", "audio.feature_set=ComParE_2016"])
+    assert code == 0
+    capsys.readouterr()
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["splits"] == {"train": 1, "valid": 1, "test": 1}
+    assert info["feature_dims"]["audio"] == 65
+    assert info["provenance"]["audio"]["config"]["feature_set"] == "ComParE_2016"
+    assert main(["info", str(out)]) == 0
+    assert "audio: opensmile" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_dataset_and_bad_override(tmp_path, capsys):
+    assert main(["extract", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.h5")]) == 1
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "ds").mkdir()
+    assert main(["extract", "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "x.h5"),
+                 "--set", "face.nonsense=1"]) == 1
+    assert "bad extraction config" in capsys.readouterr().err

@@ -1,0 +1,134 @@
+"""`selfmm serve` end to end: it starts a real Prefect server on a free loopback port, serves the deployments of
+params.yaml, runs `prefect deployment run` requests, and leaves no process behind on Ctrl-C; DVC then re-uses the
+deployment's extraction work. Plus the bad inputs: unknown deployment, missing data, malformed cron, no server."""
+import os
+import signal
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from features.store import FeatureStore
+from flows.cli import main
+from tests.support.data import REPO, free_port
+from tests.support.projects import BIN, env, project, sh
+
+READY = "Ctrl-C stops serving."
+
+
+@contextmanager
+def serving(root: Path, port: int, timeout: float = 240):
+    """`selfmm serve --port` in ``root`` (its own process group, as in a terminal); Ctrl-C on exit."""
+    log = root / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(BIN / "selfmm"), "serve", "--port", str(port)], cwd=root, env=env(root),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while READY not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, f"serve did not start:\n{log.read_text()}"
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/api"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"serve did not stop within 60 s of Ctrl-C:\n{log.read_text()[-3000:]}")
+    assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+def processes_in(root: Path) -> list[str]:
+    """Command lines of the processes whose working directory is ``root``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/cwd") == str(root):
+                found.append(Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " "))
+        except OSError:
+            continue
+    return found
+
+
+def flow_run_id(output: str) -> str:
+    """The id of the flow run that `prefect deployment run` created."""
+    return next(line.split("UUID:")[1].strip() for line in output.splitlines() if "UUID:" in line)
+
+
+def finished(client, run_id: str, timeout: float = 120):
+    """The flow run, once it reached a final state."""
+    deadline = time.monotonic() + timeout
+    while not (run := client.read_flow_run(run_id)).state.is_final():
+        assert time.monotonic() < deadline, f"flow run {run_id} still {run.state.name}"
+        time.sleep(1)
+    return run
+
+
+@pytest.mark.slow
+def test_serve_runs_deployments_and_stops_cleanly_and_dvc_reuses_the_extraction(tmp_path):
+    root = project(tmp_path / "project", demo={"clips": 6, "seed": 3})
+    sh(["dvc", "repro", "demo_corpus"], root)
+    port = free_port()
+    with serving(root, port) as api:
+        missing = sh(["prefect", "deployment", "run", "feature-extract/mosei"], root, api)  # no data/mosei/
+        run = sh(["prefect", "deployment", "run", "feature-extract/demo", "--watch", "--watch-timeout", "300"],
+                 root, api)
+        assert "Completed" in run.stdout
+        with FeatureStore(root / "build/demo/features.h5") as store:
+            assert len(store) == 6
+
+        with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            failed = finished(client, flow_run_id(missing.stdout))
+            retrain = client.read_deployment_by_name("retrain/demo")
+        assert failed.state.is_failed() and (failed.end_time - failed.start_time).total_seconds() < 30
+        message = failed.state.message
+        assert "data/mosei/" in message and "label.csv" in message and "Real datasets" in message
+        assert [s.schedule.cron for s in retrain.schedules] == ["0 3 * * *"]  # from params.yaml
+        assert retrain.global_concurrency_limit.limit == 1  # two retrains never overlap
+
+        unknown = sh(["prefect", "deployment", "run", "feature-extract/nope"], root, api, check=False)
+        assert unknown.returncode != 0 and "not found" in unknown.stdout + unknown.stderr
+
+        # DVC did not make the store, and says so; its extract stage then finds every video in the shard cache.
+        assert "extract" in sh(["dvc", "status", "extract"], root).stdout
+        repro = sh(["dvc", "repro", "extract"], root, api).stdout
+        assert '"extracted": 0' in repro and '"cached": 6' in repro  # the summary `selfmm extract` prints
+        assert "up to date" in sh(["dvc", "status", "extract"], root).stdout
+
+    assert processes_in(root) == [], "processes left behind after Ctrl-C"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # the server is gone too
+
+
+def test_serve_refuses_a_malformed_cron_before_starting_anything(tmp_path, monkeypatch, capsys):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["serve"]["datasets"]["demo"]["retrain_cron"] = "61 * * * *"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))
+    assert main(["serve", "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert "serve.datasets.demo.retrain_cron" in err and "'61 * * * *'" in err
+    assert not (tmp_path / ".prefect" / "server.log").exists()
+
+
+@pytest.mark.slow
+def test_commands_fail_fast_when_the_server_is_not_running(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    dead = f"http://127.0.0.1:{free_port()}/api"
+    expected = {("selfmm", "serve"): "no Prefect server answers at PREFECT_API_URL",
+                ("prefect", "deployment", "run", "feature-extract/demo"): "All connection attempts failed"}
+    started = time.monotonic()
+    running = {cmd: subprocess.Popen(cmd, cwd=tmp_path, env=env(tmp_path, dead), stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True) for cmd in expected}
+    for cmd, proc in running.items():
+        output = proc.communicate(timeout=120)[0]
+        assert proc.returncode != 0 and expected[cmd] in output, output
+    assert time.monotonic() - started < 60

@@ -37,7 +37,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer  # noqa: E402
 from features.extractors.text import resolve_model  # noqa: E402
 from selfmm.config import preset  # noqa: E402
 from selfmm.predict import predict_store  # noqa: E402
-from selfmm.train import train  # noqa: E402
+from selfmm.trainer import train  # noqa: E402
 from tests.support.synthetic import make_synthetic_store, make_text_model  # noqa: E402
 
 MOSI_SIZES = {"train": 1284, "valid": 229, "test": 686}

@@ -33,16 +33,17 @@ def segments_hash(segments: list[tuple[str, float, float]]) -> str:
 
 
 class ShardCache:
-    """Shards under ``root/<modality>/<sha[:2]>/<sha>-<config hash>-<segments hash>.npz``."""
+    """Shards under ``root/<modality>/<sha[:2]>/<sha>-<key>-<segments hash>.npz``, where the key covers the
+    extractor's config and identity (``features.extract.Extractors.key``)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    def _path(self, modality: Modality, media_sha: str, config_hash: str, seg_hash: str) -> Path:
-        return self.root / modality.value / media_sha[:2] / f"{media_sha}-{config_hash}-{seg_hash}.npz"
+    def _path(self, modality: Modality, media_sha: str, key: str, seg_hash: str) -> Path:
+        return self.root / modality.value / media_sha[:2] / f"{media_sha}-{key}-{seg_hash}.npz"
 
-    def load(self, modality: Modality, media_sha: str, config_hash: str, seg_hash: str) -> dict[str, np.ndarray] | None:
-        path = self._path(modality, media_sha, config_hash, seg_hash)
+    def load(self, modality: Modality, media_sha: str, key: str, seg_hash: str) -> dict[str, np.ndarray] | None:
+        path = self._path(modality, media_sha, key, seg_hash)
         if not path.is_file():
             return None
         try:
@@ -51,24 +52,24 @@ class ShardCache:
         except (OSError, ValueError):  # a damaged shard is recomputed, not trusted
             return None
 
-    def save(self, modality: Modality, media_sha: str, config_hash: str, seg_hash: str,
+    def save(self, modality: Modality, media_sha: str, key: str, seg_hash: str,
              arrays: dict[str, np.ndarray]) -> None:
-        path = self._path(modality, media_sha, config_hash, seg_hash)
+        path = self._path(modality, media_sha, key, seg_hash)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{id(arrays)}")
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
 
-    def _meta_path(self, modality: Modality, config_hash: str) -> Path:
-        return self.root / modality.value / f"extractor-{config_hash}.json"
+    def _meta_path(self, modality: Modality, key: str) -> Path:
+        return self.root / modality.value / f"extractor-{key}.json"
 
-    def load_provenance(self, modality: Modality, config_hash: str) -> ModalityProvenance | None:
-        path = self._meta_path(modality, config_hash)
+    def load_provenance(self, modality: Modality, key: str) -> ModalityProvenance | None:
+        path = self._meta_path(modality, key)
         return ModalityProvenance(**json.loads(path.read_text())) if path.is_file() else None
 
-    def save_provenance(self, modality: Modality, provenance: ModalityProvenance) -> None:
-        path = self._meta_path(modality, provenance.config_hash)
+    def save_provenance(self, modality: Modality, key: str, provenance: ModalityProvenance) -> None:
+        path = self._meta_path(modality, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(asdict(provenance), indent=1, sort_keys=True))

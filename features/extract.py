@@ -7,6 +7,7 @@ raising, so one bad clip never costs the others. ``build_store`` merges results 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import threading
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import numpy as np
 
 from features.cache import ShardCache, file_sha256, segments_hash
 from features.config import ExtractConfig, Modality, config_to_dict
+from features.extractors import audio_identity, face_identity
 from features.extractors.audio import AudioExtractor
 from features.extractors.text import TextTokenizer
 from features.media import MediaError, decode
@@ -50,6 +52,7 @@ class Extractors:
         self._audio: AudioExtractor | None = None
         self._face = None
         self._text: TextTokenizer | None = None
+        self._identity: dict[Modality, dict[str, str]] = {}
 
     @property
     def audio(self) -> AudioExtractor:
@@ -77,7 +80,23 @@ class Extractors:
         section = self.config.section(modality)
         return ModalityProvenance(extractor=extractor.name, version=extractor.version,
                                   config=config_to_dict(section), config_hash=self.config.hash(modality),
-                                  feature_names=list(getattr(extractor, "feature_names", [])))
+                                  feature_names=list(getattr(extractor, "feature_names", [])),
+                                  identity=self.identity(modality))
+
+    def identity(self, modality: Modality) -> dict[str, str]:
+        """What computes the modality besides its config: feature-code version, library versions, model checksums.
+        Audio and vision need no extractor loaded (their cache keys are looked up first); text's is the tokenizer's."""
+        if modality not in self._identity:
+            self._identity[modality] = {Modality.AUDIO: audio_identity,
+                                        Modality.VISION: lambda: face_identity(self.config.face),
+                                        Modality.TEXT: lambda: self.text.identity}[modality]()
+        return self._identity[modality]
+
+    def key(self, modality: Modality) -> str:
+        """A modality's shard-cache key: its config and its identity, so nothing stale survives a code or
+        library change, and a change to one modality leaves the others' shards valid."""
+        both = {"config": self.config.hash(modality), "identity": self.identity(modality)}
+        return hashlib.sha256(json.dumps(both, sort_keys=True).encode()).hexdigest()[:16]
 
 
 _local = threading.local()
@@ -92,9 +111,9 @@ def thread_extractors(config: ExtractConfig) -> Extractors:
     return cache[key]
 
 
-def feature_config_hash(config: ExtractConfig) -> str:
-    """One hash for the whole extraction config: what a trained model must be given again."""
-    joined = "-".join(config.hash(m) for m in Modality)
+def feature_config_hash(extractors: Extractors) -> str:
+    """One hash for the whole extraction, configs and identities: what a trained model must be given again."""
+    joined = "-".join(extractors.key(m) for m in Modality)
     return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 
@@ -112,7 +131,7 @@ def extract_source(source: SourceVideo, config: ExtractConfig, cache: ShardCache
     except OSError as err:
         return _all_failed(source, "decode", f"{source.media}: cannot read ({err})")
     seg = segments_hash(_segments(source))
-    audio_hash, vision_hash = config.hash(Modality.AUDIO), config.hash(Modality.VISION)
+    audio_hash, vision_hash = extractors.key(Modality.AUDIO), extractors.key(Modality.VISION)
     audio = cache.load(Modality.AUDIO, sha, audio_hash, seg)
     vision = cache.load(Modality.VISION, sha, vision_hash, seg)
     status = SourceStatus.CACHED if audio is not None and vision is not None else SourceStatus.EXTRACTED
@@ -234,10 +253,11 @@ def dataset_provenance(config: ExtractConfig, cache: ShardCache,
     """Provenance per modality, from the cache's records when present (no extractor needs loading)."""
     out = {}
     for modality in Modality:
-        prov = cache.load_provenance(modality, config.hash(modality))
+        key = extractors.key(modality)
+        prov = cache.load_provenance(modality, key)
         if prov is None:
             prov = extractors.provenance(modality)
-            cache.save_provenance(modality, prov)
+            cache.save_provenance(modality, key, prov)
         out[modality.value] = prov
     return out
 
@@ -263,5 +283,5 @@ def build_store(out: str | Path, spec: DatasetSpec, config: ExtractConfig, cache
 
     provenance = dataset_provenance(config, cache, extractors)
     write_store(out, clips(), provenance, failures, dataset=spec.name,
-                feature_config_hash=feature_config_hash(config))
+                feature_config_hash=feature_config_hash(extractors))
     return failures

@@ -15,6 +15,15 @@ import numpy as np
 
 FrameSink = Callable[[np.ndarray, np.ndarray], None]  # (frame times (n,), frames (n, H, W, 3) uint8 RGB)
 
+# Bump when decode() gives other samples or frames for the same file and settings: every shard is re-made.
+DECODER_VERSION = 1
+
+
+def decoder_identity() -> dict[str, str]:
+    """What decodes the media (part of the audio and vision identities): this code, PyAV and its FFmpeg."""
+    return {"decoder": str(DECODER_VERSION), "av": av.__version__, "ffmpeg": str(av.ffmpeg_version_info),
+            "opencv": cv2.__version__}
+
 
 class MediaError(ValueError):
     """A media file that cannot be decoded (missing, corrupt, truncated, no streams)."""

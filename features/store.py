@@ -3,7 +3,8 @@
 Layout (schema version 1)::
 
     /                       attrs: schema_version, package_version, dataset, feature_config_hash
-    /provenance/<modality>  attrs: extractor, version, config (JSON), config_hash, feature_names (JSON)
+    /provenance/<modality>  attrs: extractor, version, config (JSON), config_hash, feature_names (JSON),
+                                   identity (JSON: feature-code version, library versions, model checksums)
     /index/keys, /index/splits   clip keys and their splits, in clip order (fast listing)
     /clips/<key>            datasets: audio (T_a, d_a) f32, vision (T_v, d_v) f32, face_mask (T_v,) bool,
                                       input_ids (L,) i32, attention_mask (L,) i8
@@ -65,7 +66,8 @@ def write_store(path: str | Path, clips: Iterable[Clip], provenance: dict[str, M
             for modality, p in provenance.items():
                 g = prov.create_group(modality)
                 g.attrs.update(extractor=p.extractor, version=p.version, config=json.dumps(p.config, sort_keys=True),
-                               config_hash=p.config_hash, feature_names=json.dumps(list(p.feature_names)))
+                               config_hash=p.config_hash, feature_names=json.dumps(list(p.feature_names)),
+                               identity=json.dumps(p.identity, sort_keys=True))
             group = f.create_group("clips")
             keys, splits = [], []
             for clip in clips:
@@ -174,7 +176,8 @@ class FeatureStore:
             a = g.attrs
             out[modality] = ModalityProvenance(
                 extractor=str(a["extractor"]), version=str(a["version"]), config=json.loads(a["config"]),
-                config_hash=str(a["config_hash"]), feature_names=json.loads(a["feature_names"]))
+                config_hash=str(a["config_hash"]), feature_names=json.loads(a["feature_names"]),
+                identity=json.loads(a.get("identity", "{}")))
         return out
 
     def feature_dims(self) -> dict[str, int]:

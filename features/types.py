@@ -126,6 +126,7 @@ class ModalityProvenance:
     config: dict
     config_hash: str
     feature_names: list[str] = field(default_factory=list)
+    identity: dict[str, str] = field(default_factory=dict)  # code version, libraries, model checksums
 
 
 @dataclass

@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _prepare_numerics(args)
         return args.handler(args) or 0
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"selfmm {args.command}: error: {err}", file=sys.stderr)
@@ -133,15 +134,37 @@ def _demo_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _prepare_numerics(args: argparse.Namespace) -> None:
+    """Portable numerics only take effect when set before torch loads: read the training config that decides
+    them (the params section for ``train``, the bundle's for ``evaluate`` and ``predict``) before anything else."""
+    from selfmm.numerics import prepare_process
+
+    if args.command == "train":
+        from flows.params import load_params
+        from flows.train import train_config
+
+        config = train_config(load_params(args.params), _train_overrides(args), args.section).to_dict()
+    elif args.command in ("evaluate", "predict") and (args.model / "bundle.json").is_file():
+        config = json.loads((args.model / "bundle.json").read_text()).get("config", {})
+    else:
+        return
+    prepare_process(config.get("numerics", "fast"), config.get("threads"))
+
+
+def _train_overrides(args: argparse.Namespace) -> dict:
     from flows.params import parse_overrides
-    from flows.train import train_flow
 
     overrides = parse_overrides(args.overrides)
     for key, value in (("preset", args.preset), ("seeds", args.seeds), ("device", args.device)):
         if value is not None:
             overrides[key] = value
-    summary = train_flow(features=str(args.features), out=str(args.out), overrides=overrides,
+    return overrides
+
+
+def _train(args: argparse.Namespace) -> int:
+    from flows.train import train_flow
+
+    summary = train_flow(features=str(args.features), out=str(args.out), overrides=_train_overrides(args),
                          params_file=args.params, section=args.section)
     print(json.dumps(summary, indent=2))
     return 0
@@ -175,8 +198,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from features.config import ExtractConfig
-    from features.extract import extract_file
+    from features.config import ExtractConfig, Modality
+    from features.extract import extract_file, thread_extractors
     from selfmm.bundle import load_bundle
     from selfmm.predict import predict_clips
 
@@ -184,6 +207,8 @@ def _predict(args: argparse.Namespace) -> int:
     config = ExtractConfig.from_dict({"audio": bundle.provenance["audio"]["config"],
                                       "face": bundle.provenance["vision"]["config"],
                                       "text": bundle.provenance["text"]["config"]})
+    extractors = thread_extractors(config)
+    bundle.check_provenance({m.value: extractors.provenance(m) for m in Modality}, "the extractors here")
     clip = extract_file(args.media, args.text, config)
     scores = next(iter(predict_clips(bundle, [clip], seed=args.seed).values()))
     result = {"media": str(args.media), "text": args.text, "fused": scores["M"], "text_score": scores["T"],

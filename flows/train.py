@@ -18,7 +18,7 @@ def train_config(params: dict, overrides: dict | None = None, section: str = "tr
 def train_flow(features: str, out: str, overrides: dict | None = None, params_file: str | None = None,
                section: str = "train") -> dict:
     """Train one model per seed on ``features`` and write the bundle to ``out``."""
-    from selfmm.train import train
+    from selfmm.trainer import train
 
     logger = get_run_logger()
     config = train_config(load_params(params_file), overrides, section)

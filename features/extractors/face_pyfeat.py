@@ -37,6 +37,7 @@ WEIGHT_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
     "py-feat/pose_mlp_v2": (("pose_mlp_v2.safetensors",), ("pose_mlp_v2.json",)),
 }
 BATCH = 8  # frames per Detectorv1 forward pass
+FEATURE_VERSION = 1  # bump when the features of the same frames, config and weights change
 
 
 @cache
@@ -108,6 +109,16 @@ def find_weights(weights_dir: Path) -> tuple[dict[str, str], dict[str, list[tupl
             else:
                 missing.setdefault(repo, []).append(names)
     return revisions, missing
+
+
+def identity(config: FaceConfig) -> dict[str, str]:
+    """What computes the face features besides their config: this code, py-feat, torch and the weights' revisions."""
+    weights_dir = Path(config.pyfeat_weights_dir) if config.pyfeat_weights_dir else default_weights_dir()
+    revisions, missing = find_weights(weights_dir)
+    if missing:
+        raise FaceModelMissing(_missing_message(weights_dir, missing))
+    return {"code": str(FEATURE_VERSION), "py-feat": package_version("py-feat"), "torch": package_version("torch"),
+            **{f"weights:{repo}": rev for repo, rev in sorted(revisions.items())}}
 
 
 def _missing_message(weights_dir: Path, missing: dict[str, list[tuple[str, ...]]], detail: str = "") -> str:

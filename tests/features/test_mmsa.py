@@ -295,7 +295,7 @@ def test_an_mmsa_layout_pickle_imports_and_trains_for_an_epoch(tmp_path):
     from transformers import AutoTokenizer
 
     from selfmm.config import TrainConfig
-    from selfmm.train import train
+    from selfmm.trainer import train
     from tests.support.synthetic import NEGATIVE, POSITIVE, make_text_model
 
     model_dir = make_text_model(tmp_path / "bert")

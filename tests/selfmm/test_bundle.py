@@ -10,7 +10,7 @@ from features.store import FeatureStore, write_store
 from selfmm.bundle import BundleError, load_bundle
 from selfmm.config import preset
 from selfmm.predict import evaluate, predict_clips, predict_store
-from selfmm.train import train
+from selfmm.trainer import train
 from tests.support.synthetic import make_synthetic_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

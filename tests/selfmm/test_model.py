@@ -6,7 +6,7 @@ from transformers import BertConfig, BertModel
 from selfmm.config import TrainConfig, preset
 from selfmm.data import Item, collate
 from selfmm.model import SelfMM, SequenceEncoder
-from selfmm.train import make_optimizer
+from selfmm.trainer import make_optimizer
 
 
 def _model(config: TrainConfig | None = None, hidden: int = 24) -> SelfMM:

@@ -16,7 +16,7 @@ from features.store import FeatureStore
 from selfmm.config import TrainConfig
 from selfmm.data import ClipDataset, DataError, fits_in_memory, make_loader
 from selfmm.model import SelfMM, text_encoder_from_config
-from selfmm.train import make_optimizer, multitask_loss, train, train_epoch
+from selfmm.trainer import make_optimizer, multitask_loss, train, train_epoch
 from selfmm.ulgm import ULGM
 from tests.support.synthetic import make_synthetic_store, make_text_model
 

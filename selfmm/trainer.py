@@ -4,8 +4,11 @@ checkpoint, a model bundle, and the files the pipeline reports from (spec sectio
 Output folder (also the bundle, see bundle.py)::
 
     results.json                      per-seed test metrics, best epoch, validation loss; mean and std
-    history/seed_<s>.csv              epoch, train_loss, valid_loss, train_seconds (for plots)
+    history/seed_<s>.csv              epoch, train_loss, valid_loss (for plots)
     unimodal_labels/seed_<s>.csv      key, label, label_T, label_A, label_V: ULGM's labels after the last epoch
+
+The seconds per epoch go beside the folder (``<out>.timings.csv``): nothing in the bundle depends on the clock,
+so under portable numerics the same inputs give the same bundle bytes on any machine.
 """
 from __future__ import annotations
 
@@ -25,15 +28,16 @@ import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from features.extractors.text import resolve_model
+from features.extractors.text import resolve_model, vocabulary_of
 from features.store import FeatureStore
 from features.types import SPLITS
 from selfmm.bundle import save_bundle, save_weights
-from selfmm.config import TrainConfig, resolve_device
+from selfmm.config import TrainConfig
 from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, make_loader
 from selfmm.metrics import compute_metrics, mean_std
 from selfmm.model import TASKS, SelfMM, load_text_encoder
-from selfmm.predict import autocast, run_model
+from selfmm.numerics import Numerics, check_prepared
+from selfmm.predict import autocast, resolve_device, run_model
 from selfmm.ulgm import ULGM, UNIMODAL
 
 log = logging.getLogger(__name__)
@@ -64,8 +68,9 @@ class TrainResult:
 def train(features: str | Path, out_dir: str | Path, config: TrainConfig) -> TrainResult:
     """Train one model per seed on the store's train split, select on valid, test on test; write ``out_dir``."""
     out_dir = Path(out_dir)
-    device = resolve_device(config.device)
-    with FeatureStore(features) as store, _deterministic(config.deterministic):
+    portable = config.numerics == Numerics.PORTABLE
+    device = resolve_device("cpu" if portable else config.device)
+    with FeatureStore(features) as store, _pinned_numerics(config), _deterministic(config.deterministic):
         _check_text_model(store, config)
         dims = feature_dims(store)
         in_memory = fits_in_memory(store, config)
@@ -191,6 +196,21 @@ def l1(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 @contextmanager
+def _pinned_numerics(config: TrainConfig) -> Iterator[None]:
+    """The config's thread count while training (restored after); under portable numerics, first a check
+    that the process was started with the settings that pin the bits (selfmm/numerics.py)."""
+    if config.numerics == Numerics.PORTABLE:
+        check_prepared(torch.backends.cpu.get_cpu_capability())
+    saved = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@contextmanager
 def _deterministic(enabled: bool) -> Iterator[None]:
     """Deterministic kernels for the duration of training; the caller's settings are restored after."""
     if not enabled:
@@ -210,10 +230,20 @@ def _deterministic(enabled: bool) -> Iterator[None]:
 
 
 def _check_text_model(store: FeatureStore, config: TrainConfig) -> None:
-    """Token ids only mean something to the tokenizer that made them: the BERT must be the store's."""
+    """Token ids only mean something in the vocabulary that made them: the BERT's must be the store's. Compared by
+    vocabulary, not by name (the MiniLM reads bert-base-uncased's ids); by name where a vocabulary is unknown."""
     text = store.provenance.get("text")
     made_with = text.config.get("model") if text else None
-    if made_with and resolve_model(made_with) != resolve_model(config.text_model):
+    if not made_with:
+        return
+    theirs = text.identity.get("vocabulary") or vocabulary_of(made_with)
+    ours = vocabulary_of(config.text_model)
+    if theirs and ours:
+        if theirs != ours:
+            raise DataError(f"{store.path}: text was tokenised for {made_with!r}, whose vocabulary is not that of "
+                            f"text_model {config.text_model!r}; set text_model to a BERT with the same vocabulary "
+                            "or re-extract the text")
+    elif resolve_model(made_with) != resolve_model(config.text_model):
         raise DataError(f"{store.path}: text was tokenised for {made_with!r}, but text_model is "
                         f"{config.text_model!r}; set text_model to {made_with!r} or re-extract the text")
 
@@ -231,7 +261,7 @@ def _write_outputs(result: TrainResult, train_keys: list[str], config: TrainConf
         (result.out_dir / sub).mkdir(parents=True, exist_ok=True)
     for r in result.seeds:
         with open(result.out_dir / "history" / f"seed_{r.seed}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "valid_loss", "train_seconds"])
+            writer = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "valid_loss"], extrasaction="ignore")
             writer.writeheader()
             writer.writerows(r.history)
         with open(result.out_dir / "unimodal_labels" / f"seed_{r.seed}.csv", "w", newline="") as f:
@@ -249,3 +279,13 @@ def _write_outputs(result: TrainResult, train_keys: list[str], config: TrainConf
         "std": result.std,
     }
     (result.out_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    # Timings differ from run to run: they stay out of the bundle, whose bytes DVC hashes.
+    with open(timings_path(result.out_dir), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["seed", "epoch", "train_seconds"])
+        writer.writerows([r.seed, h["epoch"], h["train_seconds"]] for r in result.seeds for h in r.history)
+
+
+def timings_path(out_dir: Path) -> Path:
+    """Seconds per epoch and seed, beside the bundle folder (``build/demo/model.timings.csv``), not in it."""
+    return out_dir.parent / f"{out_dir.name}.timings.csv"

@@ -1,0 +1,79 @@
+"""How the floating-point maths of training is pinned, so that a result reproduces on another machine.
+
+torch picks its CPU kernels by instruction set (AVX-512, AVX2, ...) and MKL dispatches by CPU vendor and model,
+so the same training run adds its sums in a different order, and gives other bits, on another CPU. In
+``portable`` mode every choice that decides the bits on an x86-64 CPU with AVX2 is fixed:
+
+- the thread count (from the config, never from the machine): parallel reductions split their work by it;
+- torch's CPU capability (``ATEN_CPU_CAPABILITY=avx2``): its vectorised kernels;
+- MKL's code path (``MKL_CBWR=COMPATIBLE``, conditional numerical reproducibility: the one branch that gives the
+  same results on Intel and AMD CPUs);
+- oneDNN's instruction set (``ONEDNN_MAX_CPU_ISA=AVX2``);
+- deterministic algorithms (``TrainConfig.deterministic``, applied by the trainer).
+
+The environment variables only take effect when they are set before torch is first imported, so the CLI entry
+point calls :func:`prepare_process` first. ``fast`` leaves all of it to the machine (real datasets, GPUs).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+
+from features.errors import PipelineError
+
+
+class Numerics(str, Enum):
+    PORTABLE = "portable"  # the same bits on any x86-64 CPU with AVX2; about 2x slower on the CPU
+    FAST = "fast"  # whatever kernels the machine is fastest with
+
+
+class NumericsError(PipelineError):
+    """Portable numerics asked for where they cannot be guaranteed."""
+
+
+PORTABLE_CAPABILITY = "AVX2"  # what torch.backends.cpu.get_cpu_capability() reports once pinned
+
+
+def portable_environment(threads: int) -> dict[str, str]:
+    """The variables that pin the bits; threads also go to OpenMP and MKL, which read them at start-up."""
+    return {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_CBWR": "COMPATIBLE",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
+
+
+def prepare_process(numerics: Numerics | str, threads: int | None) -> dict[str, str]:
+    """Set the portable environment in this process (before torch loads); returns what was set.
+
+    ``fast`` sets nothing. Under ``portable`` a torch that is already imported with other settings is an error:
+    the variables would be silently ignored.
+    """
+    if Numerics(numerics) is Numerics.FAST:
+        return {}
+    if threads is None:
+        raise NumericsError("portable numerics need a fixed thread count: set train.threads in params.yaml")
+    wanted = portable_environment(threads)
+    if "torch" in sys.modules:
+        stale = {k: v for k, v in wanted.items() if os.environ.get(k) != v and not k.endswith("NUM_THREADS")}
+        if stale:
+            raise NumericsError(f"portable numerics must be set before torch is imported; torch is already "
+                                f"loaded without {', '.join(f'{k}={v}' for k, v in stale.items())}")
+    os.environ.update(wanted)
+    return wanted
+
+
+def check_prepared(cpu_capability: str) -> None:
+    """Raise unless this process runs with the portable settings; ``cpu_capability`` is torch's own report
+    (``torch.backends.cpu.get_cpu_capability()``), which is lower than asked for on a CPU without AVX2."""
+    unset = [f"{k}={v}" for k, v in portable_environment(1).items()
+             if not k.endswith("NUM_THREADS") and os.environ.get(k) != v]
+    if unset:
+        raise NumericsError(f"portable numerics: this process was started without {', '.join(unset)}; run it "
+                            "through the selfmm CLI, or call selfmm.numerics.prepare_process before importing torch")
+    if cpu_capability != PORTABLE_CAPABILITY:
+        raise NumericsError(f"portable numerics need an x86-64 CPU with AVX2; torch runs with {cpu_capability} "
+                            "here (use numerics: fast)")

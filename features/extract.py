@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from features.cache import ShardCache, file_sha256, segments_hash
+from features.cache import ShardCache, segments_hash
 from features.config import ExtractConfig, Modality, config_to_dict
 from features.extractors import audio_identity, face_identity
 from features.extractors.audio import AudioExtractor
 from features.extractors.text import TextTokenizer
+from features.files import file_sha256
 from features.media import MediaError, decode
 from features.store import write_store
 from features.types import Clip, ClipSpec, DatasetSpec, Failure, ModalityProvenance, SourceVideo

@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import pickle
 from dataclasses import asdict
 from enum import Enum
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from features.config import TextConfig, config_hash, config_to_dict
+from features.files import atomic_open, file_sha256
 from features.store import SCHEMA_VERSION, FeatureStore, package_version, write_store
 from features.types import SPLITS, Clip, Failure, ModalityProvenance, check_id
 
@@ -112,7 +112,7 @@ def import_mmsa(pkl: str | Path, out: str | Path, *, dataset: str = "", text_mod
     Chinese text, else ``bert-base-uncased``). A pickle written by ``export_mmsa`` gets its provenance back.
     """
     pkl = Path(pkl)
-    digest = _sha256(pkl)
+    digest = file_sha256(pkl)
     data = load_pickle(pkl)
     if not isinstance(data, dict):
         raise MmsaError(f"{pkl}: expected a dict of splits, found {type(data).__name__}")
@@ -342,13 +342,8 @@ def export_mmsa(store: str | Path, out: str | Path, *, length: LengthRule | int 
     data: dict[str, Any] = {s: _split_dict(clips, widths, dims) for s, clips in by_split.items()}
     data["config"] = {**meta, "padded_lengths": widths, "length_rule": _rule_name(length), "truncated": truncated}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            pickle.dump(data, f, protocol=4)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(out, "wb") as f:
+        pickle.dump(data, f, protocol=4)
     return out
 
 
@@ -404,14 +399,6 @@ def _split_dict(clips: list[Clip], widths: dict[str, int], dims: dict[str, int])
     part["media_sha256"] = [c.media_sha256 for c in clips]
     part.update({k: np.array([getattr(c, k) for c in clips], dtype=np.float64) for k in _EXTRA_FLOATS})
     return part
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _dict_hash(config: dict) -> str:

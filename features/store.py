@@ -18,7 +18,6 @@ The file is written under a temporary name and renamed, so a reader never sees h
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from features.files import atomic_path
 from features.types import Clip, Failure, ModalityProvenance
 
 SCHEMA_VERSION = 1
@@ -54,11 +54,10 @@ class StoreError(ValueError):
 
 def write_store(path: str | Path, clips: Iterable[Clip], provenance: dict[str, ModalityProvenance],
                 failures: Iterable[Failure] = (), dataset: str = "", feature_config_hash: str = "") -> Path:
-    """Write a whole store atomically: to ``<path>.tmp-<pid>`` first, then rename over ``path``."""
+    """Write a whole store atomically: to a temporary name next to ``path`` first, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as f:
             f.attrs.update(schema_version=SCHEMA_VERSION, package_version=package_version(),
                            dataset=dataset, feature_config_hash=feature_config_hash)
@@ -79,9 +78,6 @@ def write_store(path: str | Path, clips: Iterable[Clip], provenance: dict[str, M
             index.create_dataset("splits", data=np.array(splits, dtype=object), dtype=_STR, track_times=False)
             rows = [json.dumps(asdict(x), sort_keys=True) for x in failures]
             f.create_dataset("failures", data=np.array(rows, dtype=object), dtype=_STR, track_times=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from features.cache import ShardCache
 from features.config import ExtractConfig
 from features.datasets import load_dataset
 from features.extract import SourceStatus, build_store, extract_source
+from features.files import atomic_open
 from features.types import DatasetError, DatasetSpec, Failure, SourceVideo
 from flows.params import extract_config, load_params
 
@@ -85,12 +85,10 @@ def make_task_runner(run: dict) -> TaskRunner:
 
 
 def write_failure_report(path: Path, failures: list[Failure]) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["video", "clip", "stage", "error"])
         writer.writeheader()
         writer.writerows(asdict(x) for x in failures)
-    os.replace(tmp, path)
 
 
 def failure_report_path(out: Path) -> Path:

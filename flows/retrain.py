@@ -23,7 +23,6 @@ The champion changes only in the last step, by one rename, so a retrain that fai
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -40,10 +39,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dvc.repo import Repo
+from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger
 from prefect.settings import PREFECT_API_URL
 
-from features.cache import file_sha256
+from features.files import atomic_path, file_sha256
 from features.types import DatasetSpec, check_id
 from flows.extract import feature_extract, make_task_runner, open_dataset
 from flows.params import load_params
@@ -182,20 +182,28 @@ def append_history(path: Path, record: dict) -> None:
 
 @contextmanager
 def exclusive(lock_file: Path, what: str) -> Iterator[None]:
-    """An exclusive lock on ``lock_file`` for the block, or RetrainError at once if another process holds it.
+    """An exclusive lock on ``lock_file`` for the block, or RetrainError at once if another holder has it (another
+    process, or another ``exclusive`` in this one). The lock file names its holder while it is held.
     (Deployment runs queue before they get here: retrain deployments have a concurrency limit of 1.)"""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a+") as f:
+    lock = FileLock(lock_file, blocking=False, on_acquired=_write_holder)
+    try:
+        lock.acquire()
+    except Timeout:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise RetrainError(f"another {what} is running ({f.read().strip() or 'holder unknown'}); "
-                               f"two never overlap") from None
-        f.truncate(0)
-        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
-        f.flush()
+            holder = lock_file.read_text().strip()
+        except OSError:  # released since
+            holder = ""
+        raise RetrainError(f"another {what} is running ({holder or 'holder unknown'}); two never overlap") from None
+    try:
         yield
+    finally:
+        lock.release()
+
+
+def _write_holder(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n".encode(), 0)
 
 
 def dvc_repro(stages: list[str]) -> None:
@@ -247,19 +255,12 @@ def champion_metrics(paths: DatasetPaths) -> dict | None:
 def promote(paths: DatasetPaths, record: dict) -> Path:
     """Copy the challenger to ``releases/<id>`` with its record, then point ``champion`` at it in one rename."""
     release = paths.home / "releases" / f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
-    staging = release.with_name(f"{release.name}.tmp")
-    try:
+    with atomic_path(release) as staging:
         shutil.copytree(paths.model, staging)
         (staging / "champion.json").write_text(json.dumps(strict_json(record), indent=2, sort_keys=True))
-        staging.rename(release)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     previous = paths.champion.resolve() if paths.champion.is_symlink() else None
-    link = paths.home / "champion.tmp"
-    link.unlink(missing_ok=True)
-    link.symlink_to(release.relative_to(paths.home))
-    os.replace(link, paths.champion)
+    with atomic_path(paths.champion) as link:
+        link.symlink_to(release.relative_to(paths.home))
     if previous is not None and previous.is_dir():
         shutil.rmtree(previous)
     return release

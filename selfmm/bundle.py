@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedModel
 
-from features.extractors.text import resolve_model
+from features.extractors.text import local_files_only, resolve_model
+from features.files import atomic_path, atomic_write_text
 from features.store import FeatureStore
 from features.types import ModalityProvenance
 from selfmm.config import TrainConfig
@@ -110,7 +111,8 @@ class Bundle:
 def save_weights(path: Path, seed: int, state: dict[str, torch.Tensor]) -> None:
     """One seed's state dict, written as soon as that seed is done (not all seeds held in memory)."""
     (path / "weights").mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, path / "weights" / f"seed_{seed}.safetensors")
+    with atomic_path(path / "weights" / f"seed_{seed}.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp)
 
 
 def save_bundle(path: Path, config: TrainConfig, store: FeatureStore, dims: dict[str, int],
@@ -121,7 +123,8 @@ def save_bundle(path: Path, config: TrainConfig, store: FeatureStore, dims: dict
         raise BundleError(f"{path}: no saved weights for seed(s) {missing}")
     text_dir = path / "text_model"
     text_encoder.config.save_pretrained(text_dir)
-    AutoTokenizer.from_pretrained(resolve_model(config.text_model)).save_pretrained(text_dir)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.text_model), local_files_only=local_files_only())
+    tokenizer.save_pretrained(text_dir)
     info = {
         "format": FORMAT_VERSION,
         "config": config.to_dict(),
@@ -134,7 +137,7 @@ def save_bundle(path: Path, config: TrainConfig, store: FeatureStore, dims: dict
         "selected_seed": min(valid_loss, key=valid_loss.get),
         "valid_loss": {str(s): v for s, v in valid_loss.items()},
     }
-    (path / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
+    atomic_write_text(path / INFO_FILE, json.dumps(info, indent=2, sort_keys=True))
     return Bundle(path, info, config)
 
 

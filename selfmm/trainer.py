@@ -29,6 +29,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from features.extractors.text import resolve_model, vocabulary_of
+from features.files import atomic_open, atomic_write_text
 from features.store import FeatureStore
 from features.types import SPLITS
 from selfmm.bundle import save_bundle, save_weights
@@ -212,21 +213,36 @@ def _pinned_numerics(config: TrainConfig) -> Iterator[None]:
 
 @contextmanager
 def _deterministic(enabled: bool) -> Iterator[None]:
-    """Deterministic kernels for the duration of training; the caller's settings are restored after."""
+    """Deterministic kernels for the duration of training; the caller's settings (and environment) are restored
+    after."""
     if not enabled:
         yield
         return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs this to be deterministic
-    saved = (torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
+    with _env_default("CUBLAS_WORKSPACE_CONFIG", ":4096:8"):  # cuBLAS needs this to be deterministic
+        saved = (torch.are_deterministic_algorithms_enabled(),
+                 torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        try:
+            with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels' backward passes are not deterministic
+                yield
+        finally:
+            torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+            torch.backends.cudnn.benchmark = saved[2]
+
+
+@contextmanager
+def _env_default(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in the environment for the block unless the caller set ``name``; the environment after the
+    block is the one before it."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
     try:
-        with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels' backward passes are not deterministic
-            yield
+        yield
     finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.benchmark = saved[2]
+        os.environ.pop(name, None)
 
 
 def _check_text_model(store: FeatureStore, config: TrainConfig) -> None:
@@ -260,11 +276,11 @@ def _write_outputs(result: TrainResult, train_keys: list[str], config: TrainConf
     for sub in ("history", "unimodal_labels"):
         (result.out_dir / sub).mkdir(parents=True, exist_ok=True)
     for r in result.seeds:
-        with open(result.out_dir / "history" / f"seed_{r.seed}.csv", "w", newline="") as f:
+        with atomic_open(result.out_dir / "history" / f"seed_{r.seed}.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "valid_loss"], extrasaction="ignore")
             writer.writeheader()
             writer.writerows(r.history)
-        with open(result.out_dir / "unimodal_labels" / f"seed_{r.seed}.csv", "w", newline="") as f:
+        with atomic_open(result.out_dir / "unimodal_labels" / f"seed_{r.seed}.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["key", "label", "label_T", "label_A", "label_V"])
             for i, key in enumerate(train_keys):
@@ -278,9 +294,9 @@ def _write_outputs(result: TrainResult, train_keys: list[str], config: TrainConf
         "mean": result.mean,
         "std": result.std,
     }
-    (result.out_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(result.out_dir / "results.json", json.dumps(summary, indent=2))
     # Timings differ from run to run: they stay out of the bundle, whose bytes DVC hashes.
-    with open(timings_path(result.out_dir), "w", newline="") as f:
+    with atomic_open(timings_path(result.out_dir), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["seed", "epoch", "train_seconds"])
         writer.writerows([r.seed, h["epoch"], h["train_seconds"]] for r in result.seeds for h in r.history)

@@ -15,7 +15,6 @@ Per frame, for the largest face, the feature vector is (see ``FEATURE_NAMES``):
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from importlib.metadata import version as package_version
@@ -26,6 +25,7 @@ import numpy as np
 
 from features.config import FaceConfig
 from features.extractors.face import EMOTIONS, POSE_NAMES, FaceModelMissing, check_frames, empty_result
+from features.files import file_sha256
 
 FER_MODEL_ENV = "SELFMM_FER_MODEL"
 FER_MODEL_FILE = Path("share/selfmm/fer/emotion_model_quantized.tflite")  # under sys.prefix, put by setup.sh
@@ -118,7 +118,7 @@ class FerClassifier:
         if tuple(inp["shape"]) != (1, FER_SIZE, FER_SIZE, 1) or tuple(out["shape"]) != (1, len(EMOTIONS)):
             raise ValueError(f"{path}: unexpected FER model shapes {inp['shape']} -> {out['shape']}")
         self._input, self._output = inp["index"], out["index"]
-        self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.sha256 = file_sha256(path)
 
     def __call__(self, gray_face: np.ndarray) -> np.ndarray:
         x = gray_face.astype(np.float32) / 127.5 - 1.0

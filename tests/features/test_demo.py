@@ -1,6 +1,7 @@
 """The demo corpus: deterministic, in MMSA layout, and its media carry the labels they claim to.
 
-Media checks run the real tools (espeak-ng, x264/AAC through PyAV, MediaPipe Face Mesh) on a handful of clips.
+Media checks run the real tools (espeak-ng from espeakng-loader, x264/AAC through PyAV, MediaPipe Face Mesh) on a
+handful of clips.
 """
 from __future__ import annotations
 
@@ -21,13 +22,17 @@ from features.datasets.demo.corpus import (
     MOUTH_CORNERS,
     SAMPLE_RATE,
     SPEAKERS,
+    Prosody,
+    SpeechError,
     draw_labels,
+    espeak_info,
     express,
     face_landmarks,
     face_rig,
     make_demo_corpus,
     plan_corpus,
     render_clip,
+    speak,
 )
 from features.datasets.demo.phrases import SUBJECTS, templates_for
 from features.datasets.mmsa_layout import load_mmsa
@@ -146,6 +151,32 @@ def test_positive_audio_is_louder_and_higher(tmp_path):
         decoded[audio] = _decode(path)[1]
     assert _rms(decoded[1.0]) > 1.8 * _rms(decoded[-1.0])
     assert _median_f0(decoded[1.0]) > 1.3 * _median_f0(decoded[-1.0])
+
+
+def test_speech_comes_from_the_pinned_espeak_ng():
+    import espeakng_loader
+
+    version, data = espeak_info()
+    assert version == "1.52.0"
+    assert Path(data).resolve() == Path(espeakng_loader.get_data_path()).resolve()
+
+
+def test_speech_does_not_depend_on_what_was_said_before():
+    """espeak-ng keeps waveform state and a clock-seeded noise generator in globals: each sentence must start
+    afresh, or a clip would depend on the clips its worker process rendered before it."""
+    lively, flat = Prosody(10, 120, 105, 100), Prosody(-20, 40, 85, 70)
+    text = "I think the movie was quite good."
+    for voice in {s.voice for s in SPEAKERS}:
+        first = speak(text, voice, lively)
+        assert first.dtype == np.int16 and 1.0 < len(first) / SAMPLE_RATE < 4.0
+        speak("What a terrible, boring plot!", voice, flat)
+        assert np.array_equal(speak(text, voice, lively), first), voice
+
+
+def test_unknown_voices_are_errors():
+    for voice in ("xx-nonexistent", "en+nosuchvariant"):
+        with pytest.raises(SpeechError, match="no voice"):
+            speak("Hello.", voice, Prosody(0, 100, 100, 100))
 
 
 def test_expression_warp_moves_mouth_corners_monotonically():

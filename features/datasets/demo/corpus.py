@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from features.datasets.demo.phrases import sentence
+from features.errors import PipelineError
 from features.files import atomic_open, atomic_path
 from features.types import SPLITS, check_id
 
@@ -178,7 +179,7 @@ def prosody_for(audio: float, rng: np.random.Generator) -> Prosody:
                    rate=100 + 18 * audio + 5 * j[2], volume=min(140.0, 92 + 40 * audio + 5 * j[3]))
 
 
-class SpeechError(RuntimeError):
+class SpeechError(PipelineError):
     """espeak-ng is missing, does not know a voice, or failed to speak."""
 
 

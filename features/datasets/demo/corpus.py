@@ -20,6 +20,7 @@ import _ctypes
 import csv
 import ctypes
 import math
+import os
 import shutil
 import threading
 from collections.abc import Iterator

@@ -20,21 +20,17 @@ from features.datasets.demo.corpus import (
     LABEL_WEIGHTS,
     LIP_CENTRE,
     MOUTH_CORNERS,
-    SAMPLE_RATE,
     SPEAKERS,
-    Prosody,
-    SpeechError,
     draw_labels,
-    espeak_info,
     express,
     face_landmarks,
     face_rig,
     make_demo_corpus,
     plan_corpus,
     render_clip,
-    speak,
 )
 from features.datasets.demo.phrases import SUBJECTS, templates_for
+from features.datasets.demo.speech import SAMPLE_RATE, Prosody, SpeechError, espeak_info, speak
 from features.datasets.mmsa_layout import load_mmsa
 from features.types import SPLITS, check_id
 

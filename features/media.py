@@ -13,10 +13,12 @@ import av
 import cv2
 import numpy as np
 
+from features.errors import PipelineError
+
 FrameSink = Callable[[np.ndarray, np.ndarray], None]  # (frame times (n,), frames (n, H, W, 3) uint8 RGB)
 
 
-class MediaError(ValueError):
+class MediaError(PipelineError):
     """A media file that cannot be decoded (missing, corrupt, truncated, no streams)."""
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from features.config import TextConfig, config_hash, config_to_dict
+from features.errors import PipelineError
 from features.store import SCHEMA_VERSION, FeatureStore, package_version, write_store
 from features.types import SPLITS, Clip, Failure, ModalityProvenance, check_id
 
@@ -59,11 +60,11 @@ ALLOWED_GLOBALS = frozenset(
     | {("builtins", name) for name in _SAFE_BUILTINS})
 
 
-class MmsaError(ValueError):
+class MmsaError(PipelineError):
     """A pickle that is not a usable MMSA feature file, or a store that cannot be exported."""
 
 
-class UnsafePickleError(MmsaError, pickle.UnpicklingError):
+class UnsafePickleError(MmsaError):
     """A pickle that names a global outside ALLOWED_GLOBALS: it could run code, so it is not loaded."""
 
 

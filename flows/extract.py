@@ -14,6 +14,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from features.cache import ShardCache
 from features.config import ExtractConfig
 from features.datasets import load_dataset
+from features.errors import PipelineError
 from features.extract import SourceStatus, build_store, extract_source
 from features.types import DatasetError, DatasetSpec, Failure, SourceVideo
 from flows.params import extract_config, load_params
@@ -24,7 +25,7 @@ WHERE_DATA_COMES_FROM = ("the README's 'Real datasets' section lists the accepte
                          "comes from (MMSA's download links, the CMU-MultimodalSDK releases)")
 
 
-class ExtractionFailed(RuntimeError):
+class ExtractionFailed(PipelineError):
     """More clips failed than the configured fraction allows (the store and report are still written)."""
 
 

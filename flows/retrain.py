@@ -44,6 +44,7 @@ from prefect import flow, get_run_logger
 from prefect.settings import PREFECT_API_URL
 
 from features.cache import file_sha256
+from features.errors import PipelineError
 from features.types import DatasetSpec, check_id
 from flows.extract import feature_extract, make_task_runner, open_dataset
 from flows.params import load_params
@@ -55,7 +56,7 @@ METRIC = "MAE"  # of the fused prediction on the validation split: lower is bett
 PROMOTED, KEPT, FAILED, NOTHING_TO_DO = "promoted", "kept", "failed", "nothing to do"
 
 
-class RetrainError(RuntimeError):
+class RetrainError(PipelineError):
     """A retrain that could not run or could not finish (the champion is unchanged)."""
 
 

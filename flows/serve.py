@@ -28,6 +28,7 @@ from prefect.logging.handlers import APILogWorker
 from prefect.runner import Runner
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from features.errors import PipelineError
 from flows.deployments import build_deployments, served_datasets
 from flows.params import load_params
 
@@ -37,7 +38,7 @@ STARTUP_TIMEOUT = 120.0  # seconds for a new server to answer (about 11 s on a n
 GRACE = 10.0  # seconds a process gets between SIGTERM and SIGKILL
 
 
-class ServeError(RuntimeError):
+class ServeError(PipelineError):
     """The Prefect server could not be reached or started."""
 
 

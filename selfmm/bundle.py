@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedModel
 
+from features.errors import PipelineError
 from features.extractors.text import resolve_model
 from features.store import FeatureStore
 from selfmm.config import TrainConfig
@@ -31,7 +32,7 @@ FORMAT_VERSION = 1
 INFO_FILE = "bundle.json"
 
 
-class BundleError(ValueError):
+class BundleError(PipelineError):
     """A bundle that is missing, broken, or does not fit the features it is used with."""
 
 

@@ -101,6 +101,10 @@ def from_section(cls: type, data: dict[str, Any] | None, where: str, what: str =
     """A config dataclass from a params mapping: every key known and every value of its field's type, else a
     ConfigError naming ``where.key`` and what is allowed. Missing keys keep the dataclass's defaults."""
     values = check_fields(cls, data, where, what)
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing {what}(s) {', '.join(missing)}")
     try:
         return cls(**values)
     except ConfigError as err:

@@ -123,8 +123,7 @@ def retrain(dataset: str, stages: list[str], force: bool = False) -> dict:
 
 def challenge(paths: DatasetPaths, stages: list[str]) -> dict:
     """Extract, rebuild through DVC, score challenger and champion, decide: the body of the history record."""
-    run = load_params().get("run") or {}
-    extract = feature_extract.with_options(task_runner=make_task_runner(run))
+    extract = feature_extract.with_options(task_runner=make_task_runner(load_params().run))
     summary = extract(dataset=paths.dataset, out=str(paths.features))
     dvc_repro(stages)
     challenger = {"valid": valid_metrics(paths.model, paths.features),

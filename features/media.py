@@ -13,6 +13,8 @@ import av
 import cv2
 import numpy as np
 
+from features.errors import PipelineError
+
 FrameSink = Callable[[np.ndarray, np.ndarray], None]  # (frame times (n,), frames (n, H, W, 3) uint8 RGB)
 
 # Bump when decode() gives other samples or frames for the same file and settings: every shard is re-made.
@@ -25,7 +27,7 @@ def decoder_identity() -> dict[str, str]:
             "opencv": cv2.__version__}
 
 
-class MediaError(ValueError):
+class MediaError(PipelineError):
     """A media file that cannot be decoded (missing, corrupt, truncated, no streams)."""
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from features.config import TextConfig, config_hash, config_to_dict
+from features.errors import PipelineError
 from features.files import atomic_open, file_sha256
 from features.store import SCHEMA_VERSION, FeatureStore, package_version, write_store
 from features.types import SPLITS, Clip, Failure, ModalityProvenance, check_id
@@ -59,11 +60,11 @@ ALLOWED_GLOBALS = frozenset(
     | {("builtins", name) for name in _SAFE_BUILTINS})
 
 
-class MmsaError(ValueError):
+class MmsaError(PipelineError):
     """A pickle that is not a usable MMSA feature file, or a store that cannot be exported."""
 
 
-class UnsafePickleError(MmsaError, pickle.UnpicklingError):
+class UnsafePickleError(MmsaError):
     """A pickle that names a global outside ALLOWED_GLOBALS: it could run code, so it is not loaded."""
 
 
@@ -328,7 +329,7 @@ def export_mmsa(store: str | Path, out: str | Path, *, length: LengthRule | int 
         meta = {"exporter": EXPORTER, "schema_version": SCHEMA_VERSION, "package_version": package_version(),
                 "dataset": fs.dataset, "feature_config_hash": fs.feature_config_hash,
                 "provenance": {m: asdict(p) for m, p in fs.provenance.items()},
-                "failures": [asdict(f) for f in fs.failures]}
+                "failures": [{**asdict(f), "stage": str(f.stage)} for f in fs.failures]}
     every = [c for clips in by_split.values() for c in clips]
     if not every:
         raise MmsaError(f"{store}: no clips to export")

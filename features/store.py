@@ -25,6 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from features.errors import PipelineError
 from features.files import atomic_path
 from features.types import Clip, Failure, ModalityProvenance
 
@@ -48,7 +49,7 @@ _ATTRS = ("video_id", "clip_id", "split", "text", "label", "label_T", "label_A",
           "media_sha256", "start", "end", "audio_rate", "vision_fps")
 
 
-class StoreError(ValueError):
+class StoreError(PipelineError):
     """A feature store that is missing, unreadable or not of this schema."""
 
 

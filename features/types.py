@@ -1,16 +1,19 @@
 """The value types every part of features/ shares: clips, sources, failures, splits and ids, with their checks.
 
-A small module with no project imports, so the dataset readers, the extractors, the cache and the store can
-all build on it without importing each other.
+A small module with no project imports but the error family, so the dataset readers, the extractors, the cache
+and the store can all build on it without importing each other.
 """
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
+
+from features.errors import PipelineError
 
 SPLITS = ("train", "valid", "test")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
@@ -21,8 +24,23 @@ def clip_key(video_id: str, clip_id: str) -> str:
     return f"{video_id}$_${clip_id}"
 
 
-class DatasetError(ValueError):
-    """A dataset folder or label file that cannot be used at all."""
+class DatasetError(PipelineError, ValueError):
+    """A dataset folder or label file that cannot be used at all, or one of its values (an id, a label).
+
+    A ValueError too: the label-file readers catch the checks below (and their own ValueErrors) row by row.
+    """
+
+
+class Stage(StrEnum):
+    """Where a clip failed or why it was left out (``Failure.stage``); the values are what stores, failure
+    reports and retrain history hold."""
+
+    LABELS = "labels"  # the label file's row is unusable (ids, numbers, split, range, duplicates)
+    FOLDS = "folds"  # the clip's video is in no standard fold
+    TEXT = "text"  # no transcript
+    MEDIA = "media"  # no media file for the clip
+    DECODE = "decode"  # the media cannot be read or decoded
+    AUDIO = "audio"  # no usable audio for the clip
 
 
 @dataclass(frozen=True)
@@ -75,7 +93,7 @@ class DatasetSpec:
 def check_id(value: str, what: str) -> str:
     """An id that becomes part of a path: no separators, no '..', nothing absolute, not empty."""
     if not isinstance(value, str) or not _SAFE_ID.match(value) or ".." in value:
-        raise ValueError(f"unsafe {what} {value!r}: ids may only hold letters, digits, '_', '-' and '.'")
+        raise DatasetError(f"unsafe {what} {value!r}: ids may only hold letters, digits, '_', '-' and '.'")
     return value
 
 
@@ -86,7 +104,7 @@ def parse_label(value: str | float | None, what: str = "label") -> float:
     try:
         return float(value)
     except ValueError:
-        raise ValueError(f"{what} {value!r} is not a number") from None
+        raise DatasetError(f"{what} {value!r} is not a number") from None
 
 
 @dataclass
@@ -135,8 +153,11 @@ class Failure:
 
     video: str
     clip: str
-    stage: str
+    stage: Stage
     error: str
+
+    def __post_init__(self) -> None:
+        self.stage = Stage(self.stage)  # a plain string read back from a store or report becomes the enum
 
 
 LABEL_BOUNDS = {"mosi": 3.0, "mosei": 3.0, "sims": 1.0, "simsv2": 1.0}
@@ -148,10 +169,10 @@ def label_bound(name: str) -> float | None:
 
 
 def check_in_range(clip: ClipSpec, bound: float | None) -> None:
-    """Raise ValueError if a label of the clip (M, or a filled T/A/V) lies outside [-bound, bound]."""
+    """Raise DatasetError if a label of the clip (M, or a filled T/A/V) lies outside [-bound, bound]."""
     if bound is None:
         return
     for what in ("label", "label_T", "label_A", "label_V"):
         value = getattr(clip, what)
         if not math.isnan(value) and abs(value) > bound:
-            raise ValueError(f"{what} {value} is outside [-{bound:g}, {bound:g}] for this dataset")
+            raise DatasetError(f"{what} {value} is outside [-{bound:g}, {bound:g}] for this dataset")

@@ -4,12 +4,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
+from features.errors import ConfigError, PipelineError
 from flows.settings import apply_defaults
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand. A project error (``PipelineError``: bad params, a dataset it cannot use, ...) is one
+    line on stderr and exit code 1; anything else is a bug and propagates with its traceback. ``--debug``
+    shows the traceback of project errors too."""
     apply_defaults()
     parser = _parser()
     args = parser.parse_args(argv)
@@ -19,13 +24,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _prepare_numerics(args)
         return args.handler(args) or 0
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"selfmm {args.command}: error: {err}", file=sys.stderr)
+    except PipelineError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"selfmm: error: {err}", file=sys.stderr)
         return 1
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfmm", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("extract", help="raw dataset folder -> HDF5 feature store (runs the feature-extract flow)")
@@ -112,14 +120,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from flows.extract import feature_extract, make_task_runner
     from flows.params import load_params, parse_overrides
 
-    params = load_params(args.params)
+    params = load_params(args.params)  # every setting checked before Prefect, media or models are touched
+    overrides = parse_overrides(args.overrides)
+    params.extract_config(overrides)
     given = {"workers": args.workers, "task_runner": args.task_runner, "dask_address": args.dask_address}
-    run = {**(params.get("run") or {}), **{k: v for k, v in given.items() if v is not None}}
+    run = params.run.updated({k: v for k, v in given.items() if v is not None})
+
+    from flows.extract import feature_extract, make_task_runner
+
     flow = feature_extract.with_options(task_runner=make_task_runner(run))
-    summary = flow(dataset=args.dataset, out=str(args.out), overrides=parse_overrides(args.overrides),
+    summary = flow(dataset=args.dataset, out=str(args.out), overrides=overrides,
                    params_file=args.params, cache_dir=args.cache_dir, progress=sys.stderr.isatty())
     print(json.dumps(summary, indent=2))
     return 0
@@ -136,14 +148,14 @@ def _demo_corpus(args: argparse.Namespace) -> int:
 
 def _prepare_numerics(args: argparse.Namespace) -> None:
     """Portable numerics only take effect when set before torch loads: read the training config that decides
-    them (the params section for ``train``, the bundle's for ``evaluate`` and ``predict``) before anything else."""
+    them (the params section for ``train``, checked in full; the bundle's for ``evaluate`` and ``predict``)
+    before anything else."""
     from selfmm.numerics import prepare_process
 
     if args.command == "train":
         from flows.params import load_params
-        from flows.train import train_config
 
-        config = train_config(load_params(args.params), _train_overrides(args), args.section).to_dict()
+        config = load_params(args.params).train_config(args.section, _train_overrides(args)).to_dict()
     elif args.command in ("evaluate", "predict") and (args.model / "bundle.json").is_file():
         config = json.loads((args.model / "bundle.json").read_text()).get("config", {})
     else:
@@ -252,7 +264,7 @@ def _retrain(args: argparse.Namespace) -> int:
 
     served = {d.name: d for d in served_datasets(load_params())}
     if args.dataset not in served:
-        raise ValueError(f"dataset {args.dataset!r} is not in params serve.datasets ({', '.join(served)})")
+        raise ConfigError(f"dataset {args.dataset!r} is not in params serve.datasets ({', '.join(served)})")
     record = retrain(dataset=args.dataset, stages=served[args.dataset].dvc_stages, force=args.force)
     print(json.dumps(record, indent=2))
     return 0

@@ -16,12 +16,11 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from pydantic import ValidationError
 
-from features.types import check_id
+from features.errors import ConfigError
 from flows.extract import feature_extract, make_task_runner
+from flows.params import Params, RunConfig
 from flows.retrain import DatasetPaths, retrain
 from flows.train import train_flow
-
-DATASET_KEYS = {"retrain_cron", "train_section", "dvc_stages"}
 
 
 @dataclass(frozen=True)
@@ -35,29 +34,16 @@ class ServedDataset:
     dvc_stages: list[str]
 
 
-def served_datasets(params: dict) -> list[ServedDataset]:
-    """``serve.datasets`` checked in full (names, cron expressions, stage lists) before anything starts."""
-    serve = params.get("serve") or {}
-    section = serve.get("datasets") or {}
-    if not isinstance(section, dict) or not section:
-        raise ValueError("params.yaml: serve.datasets names no dataset to serve")
-    timezone = serve.get("timezone") or "UTC"
-    out = []
-    for name, entry in section.items():
-        where = f"params.yaml serve.datasets.{name}"
-        check_id(str(name), "dataset name")
-        entry = entry or {}
-        unknown = set(entry) - DATASET_KEYS
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-                             f"known: {', '.join(sorted(DATASET_KEYS))}")
-        stages = entry.get("dvc_stages")
-        if not stages or not all(isinstance(s, str) for s in stages):
-            raise ValueError(f"{where}.dvc_stages: list the DVC stages that rebuild build/{name}/, "
-                             f"e.g. [extract, train, evaluate]")
-        out.append(ServedDataset(str(name), _schedule(entry.get("retrain_cron"), timezone, where),
-                                 entry.get("train_section") or "train", list(stages)))
-    return out
+def served_datasets(params: Params) -> list[ServedDataset]:
+    """``serve.datasets`` (keys and types checked when params.yaml was read) with their cron expressions
+    checked, before anything starts."""
+    serve = params.serve
+    if not serve.datasets:
+        raise ConfigError("params.yaml: serve.datasets names no dataset to serve")
+    return [ServedDataset(str(name), _schedule(entry.retrain_cron, serve.timezone,
+                                               f"params.yaml serve.datasets.{name}"),
+                          entry.train_section, list(entry.dvc_stages))
+            for name, entry in serve.datasets.items()]
 
 
 def _schedule(cron: str | None, timezone: str, where: str) -> CronSchedule | None:
@@ -66,12 +52,12 @@ def _schedule(cron: str | None, timezone: str, where: str) -> CronSchedule | Non
     try:
         return CronSchedule(cron=str(cron), timezone=timezone)
     except ValidationError as err:
-        raise ValueError(f"{where}.retrain_cron: {cron!r} (timezone {timezone}) is not a valid schedule "
+        raise ConfigError(f"{where}.retrain_cron: {cron!r} (timezone {timezone}) is not a valid schedule "
                          f"({err.errors()[0]['msg']}); cron has five fields, minute hour day-of-month month "
                          f"day-of-week, e.g. '0 3 * * *' for 03:00 daily") from None
 
 
-def build_deployments(datasets: list[ServedDataset], run: dict) -> list[RunnerDeployment]:
+def build_deployments(datasets: list[ServedDataset], run: RunConfig) -> list[RunnerDeployment]:
     """Three deployments per dataset; ``run`` (params ``run``) picks feature-extract's task runner."""
     extract = feature_extract.with_options(task_runner=make_task_runner(run))
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)

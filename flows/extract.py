@@ -13,18 +13,17 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from features.cache import ShardCache
 from features.config import ExtractConfig
 from features.datasets import load_dataset
+from features.errors import PipelineError
 from features.extract import SourceStatus, build_store, extract_source
 from features.files import atomic_open
 from features.types import DatasetError, DatasetSpec, Failure, SourceVideo
-from flows.params import extract_config, load_params
+from flows.params import RunConfig, TaskRunnerKind, load_params
 
-DEFAULT_CACHE = Path(".cache/shards")
-TASK_RUNNERS = ("threads", "dask")
 WHERE_DATA_COMES_FROM = ("the README's 'Real datasets' section lists the accepted layouts and where each dataset "
                          "comes from (MMSA's download links, the CMU-MultimodalSDK releases)")
 
 
-class ExtractionFailed(RuntimeError):
+class ExtractionFailed(PipelineError):
     """More clips failed than the configured fraction allows (the store and report are still written)."""
 
 
@@ -66,22 +65,18 @@ def open_dataset(dataset: str) -> DatasetSpec:
         raise DatasetError(f"{err}; {WHERE_DATA_COMES_FROM}") from None
 
 
-def make_task_runner(run: dict) -> TaskRunner:
+def make_task_runner(run: RunConfig) -> TaskRunner:
     """The runner that spreads source videos, from params.yaml's ``run`` section: ``threads`` (this process,
     ``workers`` threads) or ``dask``: the Dask scheduler at ``dask_address``, whose workers may be on other
     machines, or else a local cluster of ``workers`` single-threaded processes."""
-    kind = run.get("task_runner") or "threads"
-    workers = int(run.get("workers") or 2)
-    if kind == "threads":
-        return ThreadPoolTaskRunner(max_workers=workers)
-    if kind == "dask":
-        from prefect_dask import DaskTaskRunner
+    if run.task_runner == TaskRunnerKind.THREADS:
+        return ThreadPoolTaskRunner(max_workers=run.workers)
+    from prefect_dask import DaskTaskRunner
 
-        if run.get("dask_address"):
-            return DaskTaskRunner(address=run["dask_address"])
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                              "dashboard_address": None})
-    raise ValueError(f"run.task_runner must be one of {', '.join(TASK_RUNNERS)}, not {kind!r}")
+    if run.dask_address:
+        return DaskTaskRunner(address=run.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": run.workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
 
 
 def write_failure_report(path: Path, failures: list[Failure]) -> None:
@@ -102,10 +97,9 @@ def feature_extract(dataset: str, out: str, overrides: dict | None = None, param
     """Raw media of a dataset folder -> HDF5 feature store ``out`` (+ ``<out>.failures.csv``)."""
     logger = get_run_logger()
     params = load_params(params_file)
-    config = extract_config(params, overrides)
-    run = params.get("run") or {}
-    cache_dir = cache_dir or run.get("cache_dir") or str(DEFAULT_CACHE)
-    limit = max_failure_fraction if max_failure_fraction is not None else float(run.get("max_failure_fraction", 0.2))
+    config = params.extract_config(overrides)
+    cache_dir = cache_dir or params.run.cache_dir
+    limit = max_failure_fraction if max_failure_fraction is not None else params.run.max_failure_fraction
     spec = open_dataset(dataset)
     total = len(spec.clips) + len(spec.rejected)
     logger.info("%s: %d clips in %d source files, %d rejected by the label file", spec.name, len(spec.clips),

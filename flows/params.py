@@ -1,28 +1,148 @@
-"""params.yaml: the one file every result depends on. Sections: extract, run, demo, train, serve."""
+"""params.yaml: the one file every result depends on. Sections: extract, run, demo, train (and train_<name>), serve.
+
+Every section is checked in full when the file is read, before any work starts: an unknown section or key, or a
+value of the wrong type, is a ConfigError naming ``section.key`` and what is allowed. Each default lives in one
+place: the dataclasses here (run, demo, serve), features/config.py (extract) and selfmm/config.py (train).
+"""
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from features.config import ExtractConfig
+from features.config import ExtractConfig, check_fields, from_section
+from features.errors import ConfigError
+from features.types import DatasetError, check_id
+from selfmm.config import TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
+SECTIONS = ("extract", "run", "demo", "train", "serve")  # and train_<name>: more training sections
 
 
-def load_params(path: str | Path | None = None) -> dict[str, Any]:
-    """The params file as a dict; a missing default file means all defaults, a missing named file is an error."""
+class TaskRunnerKind(StrEnum):
+    THREADS = "threads"  # this process, ``workers`` threads
+    DASK = "dask"  # prefect-dask: the scheduler at ``dask_address``, or a local cluster of ``workers`` processes
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``run``: how extraction runs (no effect on the features)."""
+
+    workers: int = 2  # source videos extracted in parallel
+    task_runner: TaskRunnerKind = TaskRunnerKind.THREADS
+    dask_address: str | None = None  # tcp://host:8786: an existing Dask scheduler
+    cache_dir: str = ".cache/shards"  # content-addressed shards
+    max_failure_fraction: float = 0.2  # the extract stage fails when more clips than this fraction fail
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if not 0 <= self.max_failure_fraction <= 1:
+            raise ConfigError(f"max_failure_fraction must be between 0 and 1, not {self.max_failure_fraction}")
+
+    def updated(self, values: dict[str, Any]) -> RunConfig:
+        """A copy with ``values`` (command-line options, checked like params) replacing settings."""
+        return dataclasses.replace(self, **check_fields(RunConfig, values, "run"))
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """``demo``: the built-in demo corpus (``selfmm demo-corpus``, through dvc.yaml)."""
+
+    clips: int = 300
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.clips < 1:
+            raise ConfigError("clips must be at least 1")
+
+
+@dataclass(frozen=True)
+class ServedDatasetConfig:
+    """One entry of ``serve.datasets``: data/<name>/ -> build/<name>/."""
+
+    dvc_stages: list[str]  # what retrain/<name> runs: the DVC stages that rebuild build/<name>/
+    retrain_cron: str | None = None  # retrain/<name>'s schedule; None: on demand only
+    train_section: str = "train"  # the params section train/<name> trains with
+
+    def __post_init__(self) -> None:
+        if not self.dvc_stages:
+            raise ConfigError("dvc_stages: list the DVC stages that rebuild the dataset's build/ folder, "
+                              "e.g. [extract, train, evaluate]")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """``serve``: ``selfmm serve``'s Prefect server and the deployments ``<flow>/<dataset>``."""
+
+    port: int = 4200  # of the server on 127.0.0.1
+    timezone: str = "UTC"  # of the cron schedules
+    datasets: dict[str, ServedDatasetConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.datasets:
+            try:
+                check_id(str(name), "dataset name")
+            except DatasetError as err:
+                raise ConfigError(f"datasets.{name}: {err}") from None
+
+
+@dataclass(frozen=True)
+class Params:
+    """A checked params file. ``extract`` and the training sections stay mappings, since commands merge their
+    overrides into them before building the config (checked again then)."""
+
+    extract: dict[str, Any] = field(default_factory=dict)
+    run: RunConfig = field(default_factory=RunConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    train: dict[str, dict[str, Any]] = field(default_factory=dict)  # train, train_mosi, ...
+
+    def extract_config(self, overrides: dict | None = None) -> ExtractConfig:
+        return ExtractConfig.from_dict(deep_update(self.extract, overrides))
+
+    def train_config(self, section: str = "train", overrides: dict | None = None) -> TrainConfig:
+        """The training config of a section (``train`` for the demo, ``train_mosi``, ...) plus overrides."""
+        return TrainConfig.from_dict(deep_update(self.train.get(section) or {}, overrides), section)
+
+
+def load_params(path: str | Path | None = None) -> Params:
+    """The params file, checked; a missing default file means all defaults, a missing named file is an error."""
     path = Path(path) if path else DEFAULT_PARAMS
     if not path.is_file():
         if path == DEFAULT_PARAMS:
-            return {}
-        raise FileNotFoundError(f"{path}: no such params file")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+            return Params()
+        raise ConfigError(f"{path}: no such params file")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of sections at the top level")
-    return data
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return parse_params(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def parse_params(data: dict[str, Any]) -> Params:
+    """Every section of a params mapping checked; ConfigError naming the first bad ``section.key``."""
+    unknown = sorted(str(k) for k in data if k not in SECTIONS and not str(k).startswith("train_"))
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(unknown)}; allowed: {', '.join(SECTIONS)}, train_<name>")
+    extract = dict(data.get("extract") or {})
+    ExtractConfig.from_dict(extract)
+    train = {str(name): section or {} for name, section in data.items() if str(name).startswith("train")}
+    for name, section in train.items():
+        TrainConfig.from_dict(section, name)
+    return Params(extract=extract, run=from_section(RunConfig, data.get("run"), "run"),
+                  demo=from_section(DemoConfig, data.get("demo"), "demo"),
+                  serve=from_section(ServeConfig, data.get("serve"), "serve"), train=train)
 
 
 def deep_update(base: dict, overrides: dict | None) -> dict:
@@ -38,7 +158,7 @@ def parse_overrides(items: list[str]) -> dict:
     out: dict = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form section.key=value")
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
         dotted, raw = item.split("=", 1)
         node = out
         *parents, leaf = dotted.split(".")
@@ -48,5 +168,5 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def extract_config(params: dict, overrides: dict | None = None) -> ExtractConfig:
-    return ExtractConfig.from_dict(deep_update(params.get("extract") or {}, overrides))
+def extract_config(params: Params, overrides: dict | None = None) -> ExtractConfig:
+    return params.extract_config(overrides)

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
 from dvc.repo import Repo
@@ -43,6 +44,7 @@ from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger
 from prefect.settings import PREFECT_API_URL
 
+from features.errors import PipelineError
 from features.files import atomic_path, file_sha256
 from features.types import DatasetSpec, check_id
 from flows.extract import feature_extract, make_task_runner, open_dataset
@@ -52,10 +54,21 @@ from selfmm.predict import evaluate
 from selfmm.report import strict_json
 
 METRIC = "MAE"  # of the fused prediction on the validation split: lower is better
-PROMOTED, KEPT, FAILED, NOTHING_TO_DO = "promoted", "kept", "failed", "nothing to do"
 
 
-class RetrainError(RuntimeError):
+class Decision(StrEnum):
+    """What a retrain decided; the values are what history.jsonl records."""
+
+    PROMOTED = "promoted"  # the challenger became the champion
+    KEPT = "kept"  # the champion stays: the challenger is not better
+    FAILED = "failed"  # the retrain could not finish (the champion is unchanged)
+    NOTHING_TO_DO = "nothing to do"  # the annotations are those of the last retrain (not recorded)
+
+
+PROMOTED, KEPT, FAILED, NOTHING_TO_DO = Decision  # the names callers and tests import
+
+
+class RetrainError(PipelineError):
     """A retrain that could not run or could not finish (the champion is unchanged)."""
 
 
@@ -105,14 +118,14 @@ def retrain(dataset: str, stages: list[str], force: bool = False) -> dict:
         if not force and data_hash == last_trained_hash(paths.history):
             logger.info("%s: nothing to do, the annotations (%s) are those of the last retrain", dataset,
                         data_hash[:12])
-            return {"dataset": dataset, "decision": NOTHING_TO_DO, "data_hash": data_hash}
+            return {"dataset": dataset, "decision": Decision.NOTHING_TO_DO, "data_hash": data_hash}
         record = {"time": _now(), "dataset": dataset, "data_hash": data_hash, "clips": len(spec.clips)}
         try:
             record.update(challenge(paths, stages))
-            if record["decision"] == PROMOTED:
+            if record["decision"] == Decision.PROMOTED:
                 record["release"] = str(promote(paths, record))
         except Exception as err:
-            record.update(decision=FAILED, error=f"{type(err).__name__}: {err}")
+            record.update(decision=Decision.FAILED, error=f"{type(err).__name__}: {err}")
             append_history(paths.history, record)
             raise
         append_history(paths.history, record)
@@ -122,8 +135,7 @@ def retrain(dataset: str, stages: list[str], force: bool = False) -> dict:
 
 def challenge(paths: DatasetPaths, stages: list[str]) -> dict:
     """Extract, rebuild through DVC, score challenger and champion, decide: the body of the history record."""
-    run = load_params().get("run") or {}
-    extract = feature_extract.with_options(task_runner=make_task_runner(run))
+    extract = feature_extract.with_options(task_runner=make_task_runner(load_params().run))
     summary = extract(dataset=paths.dataset, out=str(paths.features))
     dvc_repro(stages)
     challenger = {"valid": valid_metrics(paths.model, paths.features),
@@ -134,12 +146,13 @@ def challenge(paths: DatasetPaths, stages: list[str]) -> dict:
             "metric": f"valid {METRIC}, lower is better", "challenger": challenger, "champion": champion}
     new = challenger["valid"][METRIC]
     if champion is None:
-        return {**body, "decision": PROMOTED, "reason": "no champion yet"}
+        return {**body, "decision": Decision.PROMOTED, "reason": "no champion yet"}
     old = champion["valid"][METRIC]
     old = math.nan if old is None else old  # stored records hold NaN as null
     if better(new, old):
-        return {**body, "decision": PROMOTED, "reason": f"valid {METRIC} {new:.4f} < champion's {old:.4f}"}
-    return {**body, "decision": KEPT, "reason": f"valid {METRIC} {new:.4f} is not below the champion's {old:.4f}"}
+        return {**body, "decision": Decision.PROMOTED, "reason": f"valid {METRIC} {new:.4f} < champion's {old:.4f}"}
+    return {**body, "decision": Decision.KEPT,
+            "reason": f"valid {METRIC} {new:.4f} is not below the champion's {old:.4f}"}
 
 
 def better(new: float, old: float) -> bool:
@@ -168,7 +181,7 @@ def read_history(path: Path) -> list[dict]:
 
 def last_trained_hash(path: Path) -> str | None:
     """The data hash of the last retrain that got to a decision (a failed one does not count)."""
-    decided = [r for r in read_history(path) if r["decision"] in (PROMOTED, KEPT)]
+    decided = [r for r in read_history(path) if r["decision"] in (Decision.PROMOTED, Decision.KEPT)]
     return decided[-1]["data_hash"] if decided else None
 
 

@@ -28,16 +28,16 @@ from prefect.logging.handlers import APILogWorker
 from prefect.runner import Runner
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from features.errors import PipelineError
 from flows.deployments import build_deployments, served_datasets
 from flows.params import load_params
 
 LOOPBACK = "127.0.0.1"
-DEFAULT_PORT = 4200
 STARTUP_TIMEOUT = 120.0  # seconds for a new server to answer (about 11 s on a new database here)
 GRACE = 10.0  # seconds a process gets between SIGTERM and SIGKILL
 
 
-class ServeError(RuntimeError):
+class ServeError(PipelineError):
     """The Prefect server could not be reached or started."""
 
 
@@ -50,8 +50,8 @@ class PrefectAPI:
 def serve(port: int | None = None) -> None:
     """Serve every deployment until Ctrl-C or SIGTERM; params are checked before anything starts."""
     params = load_params()
-    deployments = build_deployments(served_datasets(params), params.get("run") or {})
-    port = port or int((params.get("serve") or {}).get("port") or DEFAULT_PORT)
+    deployments = build_deployments(served_datasets(params), params.run)
+    port = port or params.serve.port
     signal.signal(signal.SIGTERM, _interrupt)  # until the runner installs its own handler
     try:
         with prefect_api(port) as api, temporary_settings(updates={PREFECT_API_URL: api.url}):

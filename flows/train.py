@@ -5,13 +5,13 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.params import deep_update, load_params
+from flows.params import Params, load_params
 from selfmm.config import TrainConfig
 
 
-def train_config(params: dict, overrides: dict | None = None, section: str = "train") -> TrainConfig:
+def train_config(params: Params, overrides: dict | None = None, section: str = "train") -> TrainConfig:
     """The training config of a params section (``train`` for the demo, ``train_mosi``, ...) plus overrides."""
-    return TrainConfig.from_dict(deep_update(params.get(section) or {}, overrides))
+    return params.train_config(section, overrides)
 
 
 @flow(name="train")

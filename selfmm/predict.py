@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from features.errors import ConfigError
 from features.store import FeatureStore
 from features.types import Clip
 from selfmm.bundle import Bundle, load_bundle
@@ -22,7 +23,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
+        raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device")
     return torch.device(name)
 
 

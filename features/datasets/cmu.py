@@ -43,6 +43,7 @@ from features.types import (
     DatasetSpec,
     Failure,
     SourceVideo,
+    Stage,
     check_id,
     check_in_range,
     label_bound,
@@ -61,15 +62,6 @@ class CmuDataset(str, Enum):
 SEGMENT_FILES = {CmuDataset.MOSI: ("OpinionLevelSentiment.csv",),
                  CmuDataset.MOSEI: ("CMU_MOSEI_Labels_csd_dump.csv", "CMU_MOSEI_Labels.csd")}
 MOSEI_COLUMNS = ("id", "interval_start", "interval_end", "feature_0")
-
-
-class Stage(str, Enum):
-    """Why a segment was left out (``Failure.stage``)."""
-
-    LABELS = "labels"
-    FOLDS = "folds"
-    TEXT = "text"
-    MEDIA = "media"
 
 
 @dataclass(frozen=True)
@@ -168,7 +160,7 @@ def load_cmu(root: str | Path, name: str | None = None, *, require_media: bool =
 
 
 def _failure(seg: Segment, stage: Stage, error: str) -> Failure:
-    return Failure(video=seg.video_id, clip=seg.clip_id, stage=stage.value, error=error)
+    return Failure(video=seg.video_id, clip=seg.clip_id, stage=stage, error=error)
 
 
 def _validate(seg: Segment, seen: set[str], bound: float | None) -> ClipSpec:
@@ -199,7 +191,7 @@ def _read_mosi(path: Path) -> tuple[list[Segment], list[Failure]]:
             where = f"{path.name}:{line}"
             if len(row) != 5:
                 video = row[2].strip() if len(row) > 2 else ""
-                rejected.append(Failure(video=video, clip="", stage=Stage.LABELS.value, error=(
+                rejected.append(Failure(video=video, clip="", stage=Stage.LABELS, error=(
                     f"{where}: expected 5 columns (start, end, video, segment, sentiment), got {len(row)}")))
                 continue
             start, end, video, segment, label = (cell.strip() for cell in row)

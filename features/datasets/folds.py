@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from features.errors import PipelineError
 from features.types import SPLITS
 
 FOLD_DIRS = (".", "Labels")
@@ -20,7 +21,7 @@ SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "dev": "val
                  "test": "test"}
 
 
-class FoldError(ValueError):
+class FoldError(PipelineError):
     """Fold lists that cannot be used: unreadable, incomplete, or a video in two folds."""
 
 

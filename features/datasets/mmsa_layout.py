@@ -23,6 +23,7 @@ from features.types import (
     DatasetSpec,
     Failure,
     SourceVideo,
+    Stage,
     check_id,
     check_in_range,
     parse_label,
@@ -66,7 +67,8 @@ def load_mmsa(root: str | Path, name: str | None = None) -> DatasetSpec:
                 raise ValueError(f"duplicate id {clip.key!r}")
             seen.add(clip.key)
         except ValueError as err:
-            rejected.append(Failure(video=video_id, clip=clip_id, stage="labels", error=f"{label_file}:{line}: {err}"))
+            rejected.append(Failure(video=video_id, clip=clip_id, stage=Stage.LABELS,
+                                    error=f"{label_file}:{line}: {err}"))
             continue
         by_media.setdefault(media, []).append(clip)
     sources = [SourceVideo(media=m, clips=c) for m, c in by_media.items()]
@@ -113,7 +115,7 @@ def reject_out_of_range(spec: DatasetSpec, bound: float | None) -> DatasetSpec:
                 check_in_range(clip, bound)
                 kept.append(clip)
             except ValueError as err:
-                rejected.append(Failure(video=clip.video_id, clip=clip.clip_id, stage="labels", error=str(err)))
+                rejected.append(Failure(video=clip.video_id, clip=clip.clip_id, stage=Stage.LABELS, error=str(err)))
         if kept:
             sources.append(SourceVideo(media=source.media, clips=kept))
     return DatasetSpec(name=spec.name, root=spec.root, sources=sources, rejected=rejected)

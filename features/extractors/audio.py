@@ -28,15 +28,8 @@ class AudioExtractor:
     frame_rate = 100.0  # LLD frames per second (10 ms hop of the ComParE/GeMAPS configs)
 
     def __init__(self, config: AudioConfig):
-        try:
-            feature_set = opensmile.FeatureSet[config.feature_set]
-            feature_level = opensmile.FeatureLevel[config.feature_level]
-        except KeyError as err:
-            raise ValueError(f"unknown openSMILE feature set or level {err}; sets: "
-                             f"{[s.name for s in opensmile.FeatureSet]}, levels: "
-                             f"{[level.name for level in opensmile.FeatureLevel]}") from None
-        self.config = config
-        self._smile = opensmile.Smile(feature_set=feature_set, feature_level=feature_level)
+        self.config = config  # feature_set and feature_level are opensmile's enums, checked when params are read
+        self._smile = opensmile.Smile(feature_set=config.feature_set, feature_level=config.feature_level)
         self.feature_names: list[str] = list(self._smile.feature_names)
 
     def extract(self, signal: np.ndarray) -> np.ndarray:

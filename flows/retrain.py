@@ -321,7 +321,8 @@ def prune_releases(paths: DatasetPaths, keep: int, spare: set[str] = frozenset()
     pointed = {link.resolve().name for link in paths.home.iterdir()
                if link.is_symlink() and link.resolve().parent == paths.releases.resolve()}
     protected = pointed | set(spare)
-    others = [r for r in list_releases(paths) if r != current_release(paths)]
+    champion = current_release(paths)
+    others = [r for r in list_releases(paths) if r != champion]
     kept = {r for r in others if r in protected}
     for release in reversed(others):
         if len(kept) >= keep:
@@ -399,10 +400,13 @@ def rollback(dataset: str, to: str | None = None) -> dict:
     the dataset's retrain lock; RetrainError, with nothing changed, when there is no such release. Returns the
     history record."""
     paths = DatasetPaths(dataset)
+    no_champion = RetrainError(f"{dataset}: no champion at {paths.champion}, nothing to roll back")
+    if current_release(paths) is None:  # before the lock, which would make models/<dataset>/
+        raise no_champion
     with exclusive(paths.lock, f"retrain or rollback of {dataset}"):
         current = current_release(paths)
         if current is None:
-            raise RetrainError(f"{dataset}: no champion at {paths.champion}, nothing to roll back")
+            raise no_champion
         kept = list_releases(paths)
         if to is not None:
             target = Path(to).name

@@ -112,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="retrain even if the annotations did not change")
     p.set_defaults(handler=_retrain)
 
+    p = sub.add_parser("rollback", help="point a dataset's champion back at a kept release (the previous one)")
+    p.add_argument("dataset", help="a dataset with a champion (models/<dataset>/)")
+    p.add_argument("--to", default=None, metavar="RELEASE",
+                   help="the release id (models/<dataset>/releases/<id>) to make champion (default: the one that "
+                        "was champion before the current one)")
+    p.set_defaults(handler=_rollback)
+
     p = sub.add_parser("info", help="summarise a feature store")
     p.add_argument("store", type=Path)
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -267,6 +274,13 @@ def _retrain(args: argparse.Namespace) -> int:
         raise ConfigError(f"dataset {args.dataset!r} is not in params serve.datasets ({', '.join(served)})")
     record = retrain(dataset=args.dataset, stages=served[args.dataset].dvc_stages, force=args.force)
     print(json.dumps(record, indent=2))
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from flows.retrain import rollback
+
+    print(json.dumps(rollback(args.dataset, to=args.to), indent=2))
     return 0
 
 

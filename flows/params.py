@@ -81,9 +81,12 @@ class ServeConfig:
 
     port: int = 4200  # of the server on 127.0.0.1
     timezone: str = "UTC"  # of the cron schedules
+    keep_releases: int = 5  # releases kept besides the champion when a retrain promotes (rollback targets)
     datasets: dict[str, ServedDatasetConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.keep_releases < 1:
+            raise ConfigError("keep_releases must be at least 1 (the release a rollback returns to)")
         for name in self.datasets:
             try:
                 check_id(str(name), "dataset name")

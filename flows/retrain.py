@@ -15,11 +15,16 @@ One run, for dataset ``d`` (data in ``data/d/``):
 State per dataset, under ``models/d/`` (not tracked by git or DVC: it is what the deployment decided)::
 
     champion            symlink to releases/<id>: the promoted bundle, swapped atomically
-    releases/<id>/      a copy of build/d/model plus champion.json (the record that promoted it)
-    history.jsonl       one JSON line per retrain that trained: time, data hash, metrics of both, decision
-    retrain.lock        held while a retrain of d runs; a second one fails at once instead of overlapping
+    releases/<id>/      a copy of build/d/model plus champion.json (the record that promoted it); <id> is the UTC
+                        time of the promotion. The champion and the last params ``serve.keep_releases`` (default 5)
+                        releases before it are kept; promotion prunes the oldest others
+    history.jsonl       one JSON line per retrain that trained (time, data hash, metrics of both, decision) and
+                        per rollback; a record whose release was pruned has ``null`` for it and ``<key>_pruned``
+                        (when), so the history never names a release that is gone
+    retrain.lock        held while a retrain or a rollback of d runs; a second one fails at once instead of overlapping
 
 The champion changes only in the last step, by one rename, so a retrain that fails anywhere leaves it as it was.
+``rollback`` points it back at a kept release by the same rename.
 """
 from __future__ import annotations
 
@@ -45,10 +50,10 @@ from prefect import flow, get_run_logger
 from prefect.settings import PREFECT_API_URL
 
 from features.errors import PipelineError
-from features.files import atomic_path, file_sha256
+from features.files import TEMP_MARK, atomic_path, atomic_write_text, file_sha256, temp_path
 from features.types import DatasetSpec, check_id
 from flows.extract import feature_extract, make_task_runner, open_dataset
-from flows.params import load_params
+from flows.params import ServeConfig, load_params
 from selfmm.bundle import BundleError
 from selfmm.predict import evaluate
 from selfmm.report import strict_json
@@ -57,19 +62,20 @@ METRIC = "MAE"  # of the fused prediction on the validation split: lower is bett
 
 
 class Decision(StrEnum):
-    """What a retrain decided; the values are what history.jsonl records."""
+    """What a retrain or a rollback decided; the values are what history.jsonl records."""
 
     PROMOTED = "promoted"  # the challenger became the champion
     KEPT = "kept"  # the champion stays: the challenger is not better
     FAILED = "failed"  # the retrain could not finish (the champion is unchanged)
     NOTHING_TO_DO = "nothing to do"  # the annotations are those of the last retrain (not recorded)
+    ROLLED_BACK = "rolled back"  # `selfmm rollback` pointed the champion at an earlier release
 
 
-PROMOTED, KEPT, FAILED, NOTHING_TO_DO = Decision  # the names callers and tests import
+PROMOTED, KEPT, FAILED, NOTHING_TO_DO, ROLLED_BACK = Decision  # the names callers and tests import
 
 
 class RetrainError(PipelineError):
-    """A retrain that could not run or could not finish (the champion is unchanged)."""
+    """A retrain or rollback that could not run or could not finish (the champion is unchanged)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,14 @@ class DatasetPaths:
     def history(self) -> Path:
         return self.home / "history.jsonl"
 
+    @property
+    def releases(self) -> Path:
+        return self.home / "releases"
+
+    @property
+    def lock(self) -> Path:
+        return self.home / "retrain.lock"
+
 
 @flow(name="retrain", flow_run_name="retrain-{dataset}")
 def retrain(dataset: str, stages: list[str], force: bool = False) -> dict:
@@ -113,7 +127,8 @@ def retrain(dataset: str, stages: list[str], force: bool = False) -> dict:
     logger = get_run_logger()
     paths = DatasetPaths(dataset)
     spec = open_dataset(dataset)  # fails fast, naming the expected layout and where the data comes from
-    with exclusive(paths.home / "retrain.lock", f"retrain of {dataset}"):
+    keep = load_params().serve.keep_releases
+    with exclusive(paths.lock, f"retrain of {dataset}"):
         data_hash = annotations_hash(spec)
         if not force and data_hash == last_trained_hash(paths.history):
             logger.info("%s: nothing to do, the annotations (%s) are those of the last retrain", dataset,
@@ -123,7 +138,7 @@ def retrain(dataset: str, stages: list[str], force: bool = False) -> dict:
         try:
             record.update(challenge(paths, stages))
             if record["decision"] == Decision.PROMOTED:
-                record["release"] = str(promote(paths, record))
+                record["release"] = str(promote(paths, record, keep))
         except Exception as err:
             record.update(decision=Decision.FAILED, error=f"{type(err).__name__}: {err}")
             append_history(paths.history, record)
@@ -265,18 +280,158 @@ def champion_metrics(paths: DatasetPaths) -> dict | None:
         return {**base, "valid": info["challenger"]["valid"], "basis": "recorded at promotion"}
 
 
-def promote(paths: DatasetPaths, record: dict) -> Path:
-    """Copy the challenger to ``releases/<id>`` with its record, then point ``champion`` at it in one rename."""
-    release = paths.home / "releases" / f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
+def promote(paths: DatasetPaths, record: dict, keep: int = ServeConfig.keep_releases) -> Path:
+    """Copy the challenger to ``releases/<id>`` with its record, point ``champion`` at it in one rename, then
+    prune the releases beyond the newest ``keep`` besides it (never the one it replaced: ``record`` names it)."""
+    release = paths.releases / f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
     with atomic_path(release) as staging:
         shutil.copytree(paths.model, staging)
         (staging / "champion.json").write_text(json.dumps(strict_json(record), indent=2, sort_keys=True))
-    previous = paths.champion.resolve() if paths.champion.is_symlink() else None
-    with atomic_path(paths.champion) as link:
-        link.symlink_to(release.relative_to(paths.home))
-    if previous is not None and previous.is_dir():
-        shutil.rmtree(previous)
+    previous = current_release(paths)
+    _point_champion(paths, release.name)
+    prune_releases(paths, keep, spare={previous} if previous else set())
     return release
+
+
+def _point_champion(paths: DatasetPaths, release: str) -> None:
+    """``champion`` -> ``releases/<release>``, in one rename: a reader sees the old champion or the new one."""
+    with atomic_path(paths.champion) as link:
+        link.symlink_to(Path("releases") / release)
+
+
+def current_release(paths: DatasetPaths) -> str | None:
+    """The id of the release ``champion`` points to, or None without a champion."""
+    if not paths.champion.is_symlink():
+        return None
+    target = paths.champion.resolve()
+    return target.name if target.parent == paths.releases.resolve() and target.is_dir() else None
+
+
+def list_releases(paths: DatasetPaths) -> list[str]:
+    """The ids of the releases on disk, oldest first (an id is the UTC time of its promotion)."""
+    if not paths.releases.is_dir():
+        return []
+    return sorted(p.name for p in paths.releases.iterdir() if p.is_dir() and TEMP_MARK not in p.name)
+
+
+def prune_releases(paths: DatasetPaths, keep: int, spare: set[str] = frozenset()) -> list[str]:
+    """Delete the oldest releases beyond ``keep`` besides the champion: never the champion, a release another
+    link in ``models/<d>/`` points to, or one of ``spare`` (these two count among the ``keep``). The history is
+    rewritten first so that no record names a pruned release, then each is renamed away and deleted, so a crash
+    leaves no half release under its id. Returns the pruned ids."""
+    pointed = {link.resolve().name for link in paths.home.iterdir()
+               if link.is_symlink() and link.resolve().parent == paths.releases.resolve()}
+    protected = pointed | set(spare)
+    champion = current_release(paths)
+    others = [r for r in list_releases(paths) if r != champion]
+    kept = {r for r in others if r in protected}
+    for release in reversed(others):
+        if len(kept) >= keep:
+            break
+        kept.add(release)
+    pruned = [r for r in others if r not in kept]
+    if not pruned:
+        return []
+    _unname_in_history(paths.history, set(pruned))
+    for release in pruned:
+        gone = temp_path(paths.releases / release)
+        os.replace(paths.releases / release, gone)
+        shutil.rmtree(gone)
+    return pruned
+
+
+def _release_id(value: object) -> str | None:
+    """The release id a history value names (``releases/<id>`` or ``models/<d>/releases/<id>``), else None."""
+    if isinstance(value, str) and Path(value).parent.name == "releases":
+        return Path(value).name
+    return None
+
+
+def _unname(record: dict, pruned: set[str], when: str) -> bool:
+    """Replace, at any depth of ``record``, each value naming a pruned release by null and ``<key>_pruned``."""
+    changed = False
+    for key, value in list(record.items()):
+        if isinstance(value, dict):
+            changed |= _unname(value, pruned, when)
+        elif _release_id(value) in pruned:
+            record[key], record[f"{key}_pruned"] = None, when
+            changed = True
+    return changed
+
+
+def _unname_in_history(path: Path, pruned: set[str]) -> None:
+    """Rewrite history.jsonl atomically with the records naming a pruned release rewritten; the other lines keep
+    their bytes."""
+    if not path.is_file():
+        return
+    when = _now()
+    lines = path.read_text().splitlines(keepends=True)
+    out = []
+    for line in lines:
+        record = json.loads(line) if line.strip() else None
+        if record is not None and _unname(record, pruned, when):
+            line = json.dumps(strict_json(record), sort_keys=True) + "\n"
+        out.append(line)
+    if out != lines:
+        atomic_write_text(path, "".join(out))
+
+
+def champion_lineage(records: list[dict]) -> list[str | None]:
+    """The champions in the order they replaced each other, the current last, from the history: a promotion
+    appends its release; a rollback to an earlier one of the lineage cuts it back to that one (so repeated
+    rollbacks step further back, like undo), a rollback to any other release appends it. None: pruned."""
+    lineage: list[str | None] = []
+    for record in records:
+        if record.get("decision") == PROMOTED and "release" in record:
+            lineage.append(_release_id(record["release"]))
+        elif record.get("decision") == ROLLED_BACK:
+            target = _release_id(record.get("release"))
+            if target is None:  # pruned since: what came before it is no longer known
+                lineage = [None]
+            elif target in lineage:
+                del lineage[len(lineage) - lineage[::-1].index(target):]
+            else:
+                lineage.append(target)
+    return lineage
+
+
+def rollback(dataset: str, to: str | None = None) -> dict:
+    """Point ``dataset``'s champion back at a kept release, in one rename, and record it in the history: the
+    release ``to`` (its id, or ``releases/<id>``), else the one that was champion before the current one. Under
+    the dataset's retrain lock; RetrainError, with nothing changed, when there is no such release. Returns the
+    history record."""
+    paths = DatasetPaths(dataset)
+    no_champion = RetrainError(f"{dataset}: no champion at {paths.champion}, nothing to roll back")
+    if current_release(paths) is None:  # before the lock, which would make models/<dataset>/
+        raise no_champion
+    with exclusive(paths.lock, f"retrain or rollback of {dataset}"):
+        current = current_release(paths)
+        if current is None:
+            raise no_champion
+        kept = list_releases(paths)
+        if to is not None:
+            target = Path(to).name
+            if target not in kept or Path(to).parent.name not in ("", "releases"):
+                raise RetrainError(f"{dataset}: no release {to!r} in {paths.releases}; kept: "
+                                   f"{', '.join(kept)}")
+            reason = "the release asked for (--to)"
+        else:
+            lineage = champion_lineage(read_history(paths.history))
+            if len(lineage) < 2 or lineage[-1] != current:
+                raise RetrainError(f"{dataset}: the history names no champion before {current}, nothing to roll "
+                                   f"back to; choose a release with --to ({', '.join(kept)})")
+            target = lineage[-2]
+            if target not in kept:
+                raise RetrainError(f"{dataset}: the champion before {current} was pruned (params serve."
+                                   f"keep_releases); choose a kept release with --to ({', '.join(kept)})")
+            reason = "back to the champion before the current one"
+        if target == current:
+            raise RetrainError(f"{dataset}: release {target} is already the champion, nothing to roll back")
+        _point_champion(paths, target)
+        record = {"time": _now(), "dataset": dataset, "decision": ROLLED_BACK, "release": f"releases/{target}",
+                  "previous": f"releases/{current}", "reason": reason}
+        append_history(paths.history, record)
+        return record
 
 
 def _now() -> str:

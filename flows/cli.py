@@ -272,7 +272,7 @@ def _retrain(args: argparse.Namespace) -> int:
     served = {d.name: d for d in served_datasets(load_params())}
     if args.dataset not in served:
         raise ConfigError(f"dataset {args.dataset!r} is not in params serve.datasets ({', '.join(served)})")
-    record = retrain(dataset=args.dataset, stages=served[args.dataset].dvc_stages, force=args.force)
+    record = retrain(dataset=args.dataset, force=args.force)
     print(json.dumps(record, indent=2))
     return 0
 

@@ -19,19 +19,18 @@ from pydantic import ValidationError
 from features.errors import ConfigError
 from flows.extract import feature_extract, make_task_runner
 from flows.params import Params, RunConfig
-from flows.retrain import DatasetPaths, retrain
+from flows.retrain import DatasetPaths, dvc_stages, retrain
 from flows.train import train_flow
 
 
 @dataclass(frozen=True)
 class ServedDataset:
-    """One entry of ``serve.datasets``: the dataset's name, its retrain schedule, the params section train/<d>
-    trains with, and the DVC stages retrain/<d> runs."""
+    """One entry of ``serve.datasets``: the dataset's name, its retrain schedule and the params section train/<d>
+    trains with."""
 
     name: str
     retrain_schedule: CronSchedule | None
     train_section: str
-    dvc_stages: list[str]
 
 
 def served_datasets(params: Params) -> list[ServedDataset]:
@@ -42,7 +41,7 @@ def served_datasets(params: Params) -> list[ServedDataset]:
         raise ConfigError("params.yaml: serve.datasets names no dataset to serve")
     return [ServedDataset(str(name), _schedule(entry.retrain_cron, serve.timezone,
                                                f"params.yaml serve.datasets.{name}"),
-                          entry.train_section, list(entry.dvc_stages))
+                          entry.train_section)
             for name, entry in serve.datasets.items()]
 
 
@@ -70,10 +69,10 @@ def build_deployments(datasets: list[ServedDataset], run: RunConfig) -> list[Run
             train_flow.to_deployment(dataset.name, parameters={"features": str(paths.features), "out": str(paths.model),
                                                                "section": dataset.train_section},
                                      description=f"{paths.features} -> {paths.model} (params {dataset.train_section})"),
-            retrain.to_deployment(dataset.name, parameters={"dataset": dataset.name, "stages": dataset.dvc_stages},
+            retrain.to_deployment(dataset.name, parameters={"dataset": dataset.name},
                                   schedules=[dataset.retrain_schedule] if dataset.retrain_schedule else None,
                                   concurrency_limit=one_at_a_time,
                                   description=f"retrain {dataset.name} through DVC stages "
-                                              f"{', '.join(dataset.dvc_stages)} when its annotations change"),
+                                              f"{', '.join(dvc_stages(dataset.name))} when its annotations change"),
         ]
     return deployments

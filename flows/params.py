@@ -63,16 +63,11 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class ServedDatasetConfig:
-    """One entry of ``serve.datasets``: data/<name>/ -> build/<name>/."""
+    """One entry of ``serve.datasets``: data/<name>/ -> build/<name>/, through dvc.yaml's stages
+    extract@<name>, train@<name> and evaluate@<name>, which DVC generates from this list."""
 
-    dvc_stages: list[str]  # what retrain/<name> runs: the DVC stages that rebuild build/<name>/
+    train_section: str  # the params section train@<name> and train/<name> train with (dvc.yaml reads it too)
     retrain_cron: str | None = None  # retrain/<name>'s schedule; None: on demand only
-    train_section: str = "train"  # the params section train/<name> trains with
-
-    def __post_init__(self) -> None:
-        if not self.dvc_stages:
-            raise ConfigError("dvc_stages: list the DVC stages that rebuild the dataset's build/ folder, "
-                              "e.g. [extract, train, evaluate]")
 
 
 @dataclass(frozen=True)

@@ -120,11 +120,18 @@ class DatasetPaths:
         return self.home / "retrain.lock"
 
 
+def dvc_stages(dataset: str) -> list[str]:
+    """The stages dvc.yaml generates for a dataset of ``serve.datasets``: together they rebuild build/<d>/."""
+    return [f"{stage}@{dataset}" for stage in ("extract", "train", "evaluate")]
+
+
 @flow(name="retrain", flow_run_name="retrain-{dataset}")
-def retrain(dataset: str, stages: list[str], force: bool = False) -> dict:
-    """Retrain ``dataset`` through its DVC ``stages`` if its annotations changed (or ``force``); promote the new
-    model only if it is better on validation. Returns the history record (or the "nothing to do" answer)."""
+def retrain(dataset: str, stages: list[str] | None = None, force: bool = False) -> dict:
+    """Retrain ``dataset`` through its DVC ``stages`` (default: the dataset's extract, train and evaluate stages
+    of dvc.yaml) if its annotations changed (or ``force``); promote the new model only if it is better on
+    validation. Returns the history record (or the "nothing to do" answer)."""
     logger = get_run_logger()
+    stages = stages or dvc_stages(dataset)
     paths = DatasetPaths(dataset)
     spec = open_dataset(dataset)  # fails fast, naming the expected layout and where the data comes from
     keep = load_params().serve.keep_releases

@@ -8,6 +8,19 @@ import pytest
 from tests.support.projects import make_project, run
 
 
+def changed_stages(root: Path, code: str, old: str, new: str) -> set[str]:
+    """The stages ``dvc status`` marks changed after one edit of a code file (undone before returning)."""
+    path = root / code
+    original = path.read_text()
+    assert old in original
+    path.write_text(original.replace(old, new, 1))
+    try:
+        status = json.loads(run(["dvc", "status", "--json"], root, stdout_only=True))
+    finally:
+        path.write_text(original)
+    return set(status)
+
+
 def metrics(root: Path) -> dict:
     return json.loads((root / "build/demo/report/metrics.json").read_text())
 
@@ -16,7 +29,7 @@ def metrics(root: Path) -> dict:
 def test_dvc_repro_from_scratch_twice_gives_identical_metrics_and_survives_bad_input(tmp_path):
     first = make_project(tmp_path / "first")
     out = run(["dvc", "repro"], first)
-    for stage in ("demo_corpus", "extract", "train", "evaluate"):
+    for stage in ("demo_corpus", "extract@demo", "train@demo", "evaluate@demo"):
         assert f"Running stage '{stage}'" in out
     result = metrics(first)
     assert result["clips"] >= 3 and set(result["seeds"]) == {"1111"}
@@ -35,6 +48,9 @@ def test_dvc_repro_from_scratch_twice_gives_identical_metrics_and_survives_bad_i
     second = make_project(tmp_path / "second")
     run(["dvc", "repro"], second)
     assert metrics(second) == result
+    # The same bytes throughout: no timing, date or host in anything DVC hashes.
+    assert (second / "dvc.lock").read_text() == (first / "dvc.lock").read_text()
+    assert (first / "build/demo/model.timings.csv").is_file()  # the timings live beside the bundle
 
     # Nothing changed: nothing runs, and dvc status says so.
     again = run(["dvc", "repro"], first)
@@ -45,17 +61,39 @@ def test_dvc_repro_from_scratch_twice_gives_identical_metrics_and_survives_bad_i
     label_file = (first / "data/demo/label.csv").read_bytes()
     shutil.rmtree(first / "data/demo")
     rebuilt = run(["dvc", "repro"], first)
-    assert "Running stage 'extract'" not in rebuilt
+    assert "Running stage 'extract@demo'" not in rebuilt
     assert (first / "data/demo/label.csv").read_bytes() == label_file
     # Regenerated for real: the generator gives the same bytes, so the pipeline is still up to date.
     assert "Running stage 'demo_corpus'" in run(["dvc", "repro", "--force", "--single-item", "demo_corpus"], first)
     assert "up to date" in run(["dvc", "status"], first).lower()
     assert metrics(first) == result
 
+    # Code changes mark exactly the stages whose outputs depend on that code.
+    assert changed_stages(second, "selfmm/config.py", "early_stop=4", "early_stop=5") == {"train@demo",
+                                                                                          "evaluate@demo"}
+    assert changed_stages(second, "features/extractors/face_mediapipe.py", "MAX_FACES = 3",
+                          "MAX_FACES = 4") == {"extract@demo"}
+    assert changed_stages(second, "selfmm/report.py", '"""', '"""Edited. ') == {"evaluate@demo"}
+
     # A broken clip: reported by the extract stage, and the pipeline still finishes.
     victim = sorted((first / "data/demo/Raw").glob("*/*.mp4"))[0]
     victim.write_bytes(victim.read_bytes()[:1000])
-    run(["dvc", "repro", "--downstream", "extract"], first)
+    run(["dvc", "repro", "--downstream", "extract@demo"], first)
     failures = (first / "build/demo/features.failures.csv").read_text()
     assert victim.stem in failures and "decode" in failures
     assert metrics(first)["clips"] >= 1
+
+
+def test_the_dvc_stages_write_where_the_flows_read():
+    """dvc.yaml's stages per dataset and flows/retrain.py's DatasetPaths name the same folders."""
+    from dvc.repo import Repo
+
+    from flows.retrain import DatasetPaths, dvc_stages
+    from tests.support.data import REPO
+
+    with Repo(str(REPO)) as repo:
+        outs = {stage.addressing: {str(out.def_path) for out in stage.outs} for stage in repo.index.stages}
+    paths = DatasetPaths("demo")
+    extract, train, evaluate = dvc_stages("demo")
+    assert str(paths.features) in outs[extract] and outs[train] == {str(paths.model)}
+    assert any(out.startswith(str(paths.metrics.parent)) for out in outs[evaluate])

@@ -38,7 +38,6 @@ from flows.retrain import (
 from tests.support.data import REPO
 from tests.support.projects import project
 
-STAGES = ["extract", "train", "evaluate"]
 TRAIN = {"preset": "demo", "seeds": [1111], "max_epochs": 1, "device": "cpu"}
 DIVERGING = {**TRAIN, "learning_rate_other": 10.0}  # one Adam step this large wrecks the fusion head: a bad model
 
@@ -88,11 +87,11 @@ def test_retrain_extracts_only_new_clips_keeps_a_worse_model_and_records_every_d
     paths = DatasetPaths("demo")
 
     # Train once: no champion yet, so the model is promoted, and dvc.lock records it.
-    first = retrain(dataset="demo", stages=STAGES)
+    first = retrain(dataset="demo")
     assert first["decision"] == PROMOTED and first["champion"] is None
     assert first["extraction"] == {"extracted": 10, "cached": 0, "failed": 0}
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    model_out = next(o for o in lock["stages"]["train"]["outs"] if o["path"] == "build/demo/model")
+    model_out = next(o for o in lock["stages"]["train@demo"]["outs"] if o["path"] == "build/demo/model")
     assert first["challenger"]["model_md5"] == model_out["md5"]
     assert json.loads((paths.champion / "champion.json").read_text())["data_hash"] == first["data_hash"]
     champion = champion_state(paths)
@@ -109,22 +108,22 @@ def test_retrain_extracts_only_new_clips_keeps_a_worse_model_and_records_every_d
     with open(data / "label.csv", "a", newline="") as f:
         csv.DictWriter(f, fieldnames=list(new_rows[0]), lineterminator="\n").writerows(new_rows)
     set_train(root, DIVERGING)
-    second = retrain(dataset="demo", stages=STAGES)
+    second = retrain(dataset="demo")
     assert second["extraction"] == {"extracted": 2, "cached": 10, "failed": 0}
     assert second["data_hash"] != first["data_hash"] and second["clips"] == 12
     assert second["decision"] == KEPT and second["champion"]["basis"] == "current valid split"
     assert second["challenger"]["valid"]["MAE"] > second["champion"]["valid"]["MAE"]
     assert champion_state(paths) == champion
-    assert retrain(dataset="demo", stages=STAGES)["decision"] == NOTHING_TO_DO
+    assert retrain(dataset="demo")["decision"] == NOTHING_TO_DO
 
     # Never two at once: a retrain that finds the dataset's lock held fails at once.
     with exclusive(paths.home / "retrain.lock", "test holder"):
         with pytest.raises(RetrainError, match="another retrain of demo is running"):
-            retrain(dataset="demo", stages=STAGES, force=True)
+            retrain(dataset="demo", force=True)
 
     # A failure inside a retrain is recorded and leaves the champion untouched.
     with pytest.raises(RetrainError, match="no-such-stage"):
-        retrain(dataset="demo", stages=["extract", "no-such-stage"], force=True)
+        retrain(dataset="demo", stages=["extract@demo", "no-such-stage"], force=True)
     assert champion_state(paths) == champion
     records = history(paths)
     assert [r["decision"] for r in records] == [PROMOTED, KEPT, FAILED] and "no-such-stage" in records[-1]["error"]
@@ -298,7 +297,9 @@ def test_only_a_strictly_lower_valid_error_wins_and_not_a_number_never_does(new,
 
 
 def test_retrain_of_an_unknown_or_absent_dataset_fails_fast(tmp_path, monkeypatch, capsys, prefect_server):
-    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["serve"]["datasets"]["mosei"] = {"train_section": "train_mosei"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))
     assert main(["retrain", "nope"]) == 1

@@ -73,7 +73,9 @@ def finished(client, run_id: str, timeout: float = 120):
 
 @pytest.mark.slow
 def test_serve_runs_deployments_and_stops_cleanly_and_dvc_reuses_the_extraction(tmp_path):
-    root = project(tmp_path / "project", demo={"clips": 6, "seed": 3})
+    datasets = {"demo": {"retrain_cron": "0 3 * * *", "train_section": "train"},
+                "mosei": {"train_section": "train_mosei"}}  # listed, but no data/mosei/ yet
+    root = project(tmp_path / "project", demo={"clips": 6, "seed": 3}, serve={"datasets": datasets})
     sh(["dvc", "repro", "demo_corpus"], root)
     port = free_port()
     with serving(root, port) as api:
@@ -97,10 +99,10 @@ def test_serve_runs_deployments_and_stops_cleanly_and_dvc_reuses_the_extraction(
         assert unknown.returncode != 0 and "not found" in unknown.stdout + unknown.stderr
 
         # DVC did not make the store, and says so; its extract stage then finds every video in the shard cache.
-        assert "extract" in sh(["dvc", "status", "extract"], root).stdout
-        repro = sh(["dvc", "repro", "extract"], root, api).stdout
+        assert "extract@demo" in sh(["dvc", "status", "extract@demo"], root).stdout
+        repro = sh(["dvc", "repro", "extract@demo"], root, api).stdout
         assert '"extracted": 0' in repro and '"cached": 6' in repro  # the summary `selfmm extract` prints
-        assert "up to date" in sh(["dvc", "status", "extract"], root).stdout
+        assert "up to date" in sh(["dvc", "status", "extract@demo"], root).stdout
 
     assert processes_in(root) == [], "processes left behind after Ctrl-C"
     with pytest.raises(OSError):

@@ -300,6 +300,7 @@ def _info(args: argparse.Namespace) -> int:
         shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
         print(f"{modality}: {prov['extractor']} {prov['version']}  dim {len(names)}  [{shown}]")
         print(f"    config {json.dumps(prov['config'], sort_keys=True)}")
+        print(f"    made by {', '.join(f'{k} {v}' for k, v in sorted(prov.get('identity', {}).items())) or '?'}")
     print(f"failures: {len(info['failures'])}")
     for failure in info["failures"][:20]:
         print(f"    {failure['video']}/{failure['clip']} [{failure['stage']}] {failure['error']}")

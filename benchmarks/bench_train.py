@@ -81,7 +81,7 @@ def _run_mode(store: str, out_dir: str, text_model: str, n_train: int, args: dic
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1111)

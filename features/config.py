@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import opensmile
 
@@ -139,7 +139,7 @@ def check_value(value: Any, hint: Any, where: str) -> Any:
     if isinstance(hint, type) and issubclass(hint, Enum):
         return enum_member(hint, value, where)
     if dataclasses.is_dataclass(hint):
-        return from_section(hint, value, where)
+        return from_section(cast(type, hint), value, where)  # a hint: the class, never an instance
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: {value!r} is not {_describe(hint)}")

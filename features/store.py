@@ -21,6 +21,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, cast
 
 import h5py
 import numpy as np
@@ -51,6 +52,20 @@ _ATTRS = ("video_id", "clip_id", "split", "text", "label", "label_T", "label_A",
 
 class StoreError(PipelineError):
     """A feature store that is missing, unreadable or not of this schema."""
+
+
+# h5py types ``group[name]`` as ``Group | Dataset | Datatype`` and attribute values as ``Empty | ndarray | ...``;
+# the layout above fixes which is which, so these casts only tell the checker what the schema already says.
+def _group(parent: h5py.Group, name: str) -> h5py.Group:
+    return cast(h5py.Group, parent[name])
+
+
+def _dataset(parent: h5py.Group, name: str) -> h5py.Dataset:
+    return cast(h5py.Dataset, parent[name])
+
+
+def _attr(attrs: h5py.AttributeManager, name: str) -> Any:
+    return cast(Any, attrs[name])
 
 
 def write_store(path: str | Path, clips: Iterable[Clip], provenance: dict[str, ModalityProvenance],
@@ -107,8 +122,8 @@ class FeatureStore:
         if version != SCHEMA_VERSION or "clips" not in self._file or "index" not in self._file:
             self._file.close()
             raise StoreError(f"{self.path}: not a feature store of schema {SCHEMA_VERSION} (found {version!r})")
-        self._keys = [k.decode() if isinstance(k, bytes) else k for k in self._file["index/keys"][()]]
-        self._splits = [s.decode() if isinstance(s, bytes) else s for s in self._file["index/splits"][()]]
+        self._keys = [k.decode() if isinstance(k, bytes) else k for k in _dataset(self._file, "index/keys")[()]]
+        self._splits = [s.decode() if isinstance(s, bytes) else s for s in _dataset(self._file, "index/splits")[()]]
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -148,12 +163,12 @@ class FeatureStore:
 
     def read(self, key: str) -> Clip:
         try:
-            g = self._file["clips"][key]
+            g = _group(_group(self._file, "clips"), key)
         except KeyError:
             raise KeyError(f"{self.path}: no clip {key!r}") from None
-        values = {name: g[name][()] for name in _ARRAYS}
+        values: dict[str, Any] = {name: _dataset(g, name)[()] for name in _ARRAYS}
         for name in _ATTRS:
-            v = g.attrs[name]
+            v = _attr(g.attrs, name)
             values[name] = v.item() if hasattr(v, "item") else v
         return Clip(**values)
 
@@ -163,13 +178,13 @@ class FeatureStore:
 
     def read_labels(self, split: str | None = None, name: str = "label") -> dict[str, float]:
         """One label per key (``label``, or ``label_T/A/V``), from attributes only (no array reads)."""
-        group = self._file["clips"]
-        return {k: float(group[k].attrs[name]) for k in self.keys(split)}
+        group = _group(self._file, "clips")
+        return {k: float(_attr(_group(group, k).attrs, name)) for k in self.keys(split)}
 
     @property
     def provenance(self) -> dict[str, ModalityProvenance]:
         out = {}
-        for modality, g in self._file["provenance"].items():
+        for modality, g in _group(self._file, "provenance").items():
             a = g.attrs
             out[modality] = ModalityProvenance(
                 extractor=str(a["extractor"]), version=str(a["version"]), config=json.loads(a["config"]),
@@ -183,14 +198,14 @@ class FeatureStore:
 
     @property
     def failures(self) -> list[Failure]:
-        return [Failure(**json.loads(row)) for row in self._file["failures"][()]]
+        return [Failure(**json.loads(row)) for row in _dataset(self._file, "failures")[()]]
 
     def info(self) -> dict:
         """A JSON-ready summary: clips per split, feature dims and names, provenance, failures."""
         return {
             "path": str(self.path),
             "dataset": self.dataset,
-            "schema_version": int(self._file.attrs["schema_version"]),
+            "schema_version": int(_attr(self._file.attrs, "schema_version")),
             "package_version": str(self._file.attrs.get("package_version", "")),
             "feature_config_hash": self.feature_config_hash,
             "clips": len(self),

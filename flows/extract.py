@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -65,13 +66,13 @@ def open_dataset(dataset: str) -> DatasetSpec:
         raise DatasetError(f"{err}; {WHERE_DATA_COMES_FROM}") from None
 
 
-def make_task_runner(run: RunConfig) -> TaskRunner:
+def make_task_runner(run: RunConfig) -> TaskRunner[Any]:  # Any: what flow.with_options() takes
     """The runner that spreads source videos, from params.yaml's ``run`` section: ``threads`` (this process,
     ``workers`` threads) or ``dask``: the Dask scheduler at ``dask_address``, whose workers may be on other
     machines, or else a local cluster of ``workers`` single-threaded processes."""
     if run.task_runner == TaskRunnerKind.THREADS:
         return ThreadPoolTaskRunner(max_workers=run.workers)
-    from prefect_dask import DaskTaskRunner
+    from prefect_dask.task_runners import DaskTaskRunner  # where prefect_dask's __init__ takes it from
 
     if run.dask_address:
         return DaskTaskRunner(address=run.dask_address)
@@ -90,7 +91,8 @@ def failure_report_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.failures.csv")
 
 
-@flow(name="feature-extract", task_runner=ThreadPoolTaskRunner(max_workers=2))
+# prefect's flow() wants TaskRunner[PrefectFuture[Any]], an invariant parameter no concrete runner matches
+@flow(name="feature-extract", task_runner=cast(TaskRunner[Any], ThreadPoolTaskRunner(max_workers=2)))
 def feature_extract(dataset: str, out: str, overrides: dict | None = None, params_file: str | None = None,
                     cache_dir: str | None = None, max_failure_fraction: float | None = None,
                     progress: bool = False) -> dict:

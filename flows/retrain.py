@@ -43,8 +43,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import cast
 
 from dvc.repo import Repo
+from dvc_data.hashfile.hash_info import HashInfo
 from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger
 from prefect.settings import PREFECT_API_URL
@@ -251,6 +253,7 @@ def dvc_repro(stages: list[str]) -> None:
     cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", *stages]
     tail: deque[str] = deque(maxlen=30)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        assert proc.stdout is not None  # stdout=PIPE
         for line in proc.stdout:
             tail.append(line.rstrip())
             logger.info("dvc: %s", line.rstrip())
@@ -262,7 +265,7 @@ def dvc_repro(stages: list[str]) -> None:
 def dvc_md5(out: Path) -> str | None:
     """The hash the DVC lock file records for an output: the key of that exact model in the DVC cache."""
     with Repo(".") as repo:
-        return next((o.hash_info.value for stage in repo.index.stages for o in stage.outs
+        return next((cast(HashInfo, o.hash_info).value for stage in repo.index.stages for o in stage.outs
                      if Path(o.fs_path) == out.resolve()), None)
 
 
@@ -321,7 +324,7 @@ def list_releases(paths: DatasetPaths) -> list[str]:
     return sorted(p.name for p in paths.releases.iterdir() if p.is_dir() and TEMP_MARK not in p.name)
 
 
-def prune_releases(paths: DatasetPaths, keep: int, spare: set[str] = frozenset()) -> list[str]:
+def prune_releases(paths: DatasetPaths, keep: int, spare: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """Delete the oldest releases beyond ``keep`` besides the champion: never the champion, a release another
     link in ``models/<d>/`` points to, or one of ``spare`` (these two count among the ``keep``). The history is
     rewritten first so that no record names a pruned release, then each is renamed away and deleted, so a crash

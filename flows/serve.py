@@ -20,8 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import psutil
+from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import TerminationSignal
 from prefect.logging.handlers import APILogWorker
@@ -188,7 +190,8 @@ def banner(api: PrefectAPI, deployments: list[RunnerDeployment]) -> str:
     names = [f"{d.flow_name}/{d.name}" for d in deployments]
     width = max(map(len, names))
     for name, d in zip(names, deployments):
-        when = "; ".join(f"cron '{s.schedule.cron}' ({s.schedule.timezone})" for s in d.schedules or [])
+        crons = [cast(CronSchedule, s.schedule) for s in d.schedules or []]  # build_deployments makes cron ones
+        when = "; ".join(f"cron '{c.cron}' ({c.timezone})" for c in crons)
         lines.append(f"  {name:<{width}}  {when}".rstrip())
     example = names[0]
     lines += ["Run one from another shell:", f"  export PREFECT_API_URL={api.url}",

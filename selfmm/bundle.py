@@ -135,7 +135,7 @@ def save_bundle(path: Path, config: TrainConfig, store: FeatureStore, dims: dict
         "dataset": store.dataset,
         "provenance": {m: asdict(p) for m, p in store.provenance.items()},
         "seeds": list(valid_loss),
-        "selected_seed": min(valid_loss, key=valid_loss.get),
+        "selected_seed": min(valid_loss, key=valid_loss.__getitem__),
         "valid_loss": {str(s): v for s, v in valid_loss.items()},
     }
     atomic_write_text(path / INFO_FILE, json.dumps(info, indent=2, sort_keys=True))

@@ -10,10 +10,11 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import f1_score
 
 
-def _flat(pred: Sequence[float], true: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _flat(pred: ArrayLike, true: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     pred = np.asarray(pred, dtype=np.float64).reshape(-1)
     true = np.asarray(true, dtype=np.float64).reshape(-1)
     if pred.shape != true.shape or pred.size == 0:
@@ -36,7 +37,7 @@ def _weighted_f1(true: np.ndarray, pred: np.ndarray) -> float:
     return float(f1_score(true, pred, average="weighted")) if true.size else float("nan")
 
 
-def mosi_metrics(pred: Sequence[float], true: Sequence[float]) -> dict[str, float]:
+def mosi_metrics(pred: ArrayLike, true: ArrayLike) -> dict[str, float]:
     """MOSI/MOSEI: Has0 (negative vs non-negative) and Non0 (zeros dropped) Acc-2 and F1, Acc-5 and Acc-7
     (clip, then round half to even), MAE and Pearson correlation on the unclipped values."""
     pred, true = _flat(pred, true)
@@ -65,7 +66,7 @@ SIMS_BINS = {
 }
 
 
-def sims_metrics(pred: Sequence[float], true: Sequence[float]) -> dict[str, float]:
+def sims_metrics(pred: ArrayLike, true: ArrayLike) -> dict[str, float]:
     """SIMS: everything on values clipped to [-1, 1] first, MAE and Corr included."""
     pred, true = _flat(pred, true)
     pred, true = np.clip(pred, -1, 1), np.clip(true, -1, 1)
@@ -76,13 +77,13 @@ def sims_metrics(pred: Sequence[float], true: Sequence[float]) -> dict[str, floa
     return out
 
 
-METRICS: dict[str, Callable[[Sequence[float], Sequence[float]], dict[str, float]]] = {
+METRICS: dict[str, Callable[[ArrayLike, ArrayLike], dict[str, float]]] = {
     "mosi": mosi_metrics,
     "sims": sims_metrics,
 }
 
 
-def compute_metrics(family: str, pred: Sequence[float], true: Sequence[float]) -> dict[str, float]:
+def compute_metrics(family: str, pred: ArrayLike, true: ArrayLike) -> dict[str, float]:
     if family not in METRICS:
         raise ValueError(f"unknown metric family {family!r}; choose from {', '.join(METRICS)}")
     return METRICS[family](pred, true)

@@ -12,6 +12,7 @@ reference, also for SIMS-style labels in [-1, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -99,7 +100,7 @@ class SelfMM(nn.Module):
 
     def feature_dims(self) -> dict[str, int]:
         """Width of each task's representation F_s: the size of ULGM's memory rows."""
-        return {task: head.layer_1.out_features for task, head in self.heads.items()}
+        return {task: cast(Head, head).layer_1.out_features for task, head in self.heads.items()}
 
     def forward(self, batch: Batch) -> Output:
         with torch.set_grad_enabled(self.finetune_bert and torch.is_grad_enabled()):

@@ -1,9 +1,10 @@
 """Running a trained Self-MM: predictions for stored or freshly extracted clips, and test-set evaluation."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from contextlib import nullcontext
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ def autocast(device: torch.device, amp: bool):
 def run_model(model: SelfMM, loader: DataLoader, device: torch.device, amp: bool = False) -> dict[str, np.ndarray]:
     """All four predictions for every clip of the loader's dataset, in dataset order (eval mode)."""
     model.eval()
-    n = len(loader.dataset)
+    n = len(cast(Sized, loader.dataset))  # a map-style dataset (ClipDataset); torch's Dataset type has no __len__
     out = {task: np.zeros(n, np.float32) for task in TASKS}
     for batch in loader:
         with autocast(device, amp):

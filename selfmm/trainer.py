@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import PreTrainedModel
 
 from features.extractors.text import resolve_model, vocabulary_of
 from features.files import atomic_open, atomic_write_text
@@ -90,7 +91,7 @@ def train(features: str | Path, out_dir: str | Path, config: TrainConfig) -> Tra
     return out
 
 
-def train_seed(seed: int, data: dict[str, ClipDataset], dims: dict[str, int], encoder: torch.nn.Module,
+def train_seed(seed: int, data: dict[str, ClipDataset], dims: dict[str, int], encoder: PreTrainedModel,
                config: TrainConfig, device: torch.device) -> tuple[SeedResult, dict[str, torch.Tensor]]:
     """One seed from the pretrained BERT to the tested best checkpoint; returns its result and weights."""
     torch.manual_seed(seed)
@@ -123,6 +124,7 @@ def train_seed(seed: int, data: dict[str, ClipDataset], dims: dict[str, int], en
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if epoch - best_epoch >= config.early_stop or epoch == config.max_epochs:
             break
+    assert best_state is not None  # the first epoch's finite loss is always <= inf - IMPROVEMENT
     model.load_state_dict(best_state)
     preds = run_model(model, loaders["test"], device, config.amp)
     result = SeedResult(seed, best_epoch, epoch, best_loss, compute_metrics(config.metrics, preds["M"],
@@ -252,6 +254,7 @@ def _check_text_model(store: FeatureStore, config: TrainConfig) -> None:
     made_with = text.config.get("model") if text else None
     if not made_with:
         return
+    assert text is not None  # made_with comes from it
     theirs = text.identity.get("vocabulary") or vocabulary_of(made_with)
     ours = vocabulary_of(config.text_model)
     if theirs and ours:

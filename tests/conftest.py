@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def mosi_dataset(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory) -> str:
+def prefect_server(tmp_path_factory) -> Iterator[str]:
     """A real Prefect server on a free loopback port for the whole session (started and stopped by the
     production code of `selfmm serve`); flows called in this process report to it, and so do their DVC stages."""
     from prefect.settings import PREFECT_API_URL, temporary_settings

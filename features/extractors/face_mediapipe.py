@@ -19,6 +19,7 @@ import os
 import sys
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -67,7 +68,7 @@ CANONICAL_POINTS = {
 }
 PNP_INDICES = np.array(list(CANONICAL_POINTS))
 # The same points in OpenCV's camera axes (x right, y down, z away from the camera): a frontal face has R = I.
-PNP_MODEL = np.array(list(CANONICAL_POINTS.values())) * np.array([1.0, -1.0, -1.0])
+PNP_MODEL: np.ndarray = np.array(list(CANONICAL_POINTS.values())) * np.array([1.0, -1.0, -1.0])
 
 GEOMETRY_NAMES = (
     "mouth_open",  # inner lips apart
@@ -152,11 +153,12 @@ class MediapipeFaceExtractor:
 
     def __init__(self, config: FaceConfig):
         import mediapipe as mp
+        from mediapipe.python.solutions import face_mesh  # = mp.solutions.face_mesh, visible to the checker
 
         self._emotions = FerClassifier(fer_model_path())
         # static_image_mode: every frame is detected afresh. Frames are sampled sparsely and batches from
         # different videos share this object, so tracking from the previous frame would be wrong.
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
+        self._mesh = face_mesh.FaceMesh(
             static_image_mode=True, max_num_faces=MAX_FACES, refine_landmarks=True,
             min_detection_confidence=config.min_detection_confidence)
         self.version = (f"mediapipe {mp.__version__}; ai-edge-litert {package_version('ai-edge-litert')}; "
@@ -174,7 +176,8 @@ class MediapipeFaceExtractor:
 
     def _describe(self, frame: np.ndarray) -> np.ndarray | None:
         """The feature row of the largest face in one frame, or None without a (measurable) face."""
-        found = self._mesh.process(frame).multi_face_landmarks
+        result: Any = self._mesh.process(frame)  # a NamedTuple whose fields are made at run time
+        found = result.multi_face_landmarks
         if not found:
             return None
         height, width = frame.shape[:2]
@@ -205,8 +208,11 @@ def head_pose(points_2d: np.ndarray, width: int, height: int) -> tuple[np.ndarra
     """
     focal = float(max(width, height))
     camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
-    ok, rvec, tvec = cv2.solvePnP(PNP_MODEL, points_2d[PNP_INDICES].astype(np.float64), camera, None,
-                                  flags=cv2.SOLVEPNP_SQPNP)
+    # OpenCV's stubs type distCoeffs as MatLike, but None (no distortion) is what its docs and bindings take
+    ok, rvec, tvec = cv2.solvePnP(  # pyright: ignore[reportCallIssue]
+        PNP_MODEL, points_2d[PNP_INDICES].astype(np.float64), camera,
+        None,  # pyright: ignore[reportArgumentType]
+        flags=cv2.SOLVEPNP_SQPNP)
     if not ok:
         return np.full((3, 3), np.nan), np.full(3, np.nan)
     rotation = _towards(tvec.ravel()).T @ cv2.Rodrigues(rvec)[0]
@@ -266,7 +272,8 @@ def upright_face(frame: np.ndarray, points: np.ndarray) -> np.ndarray:
     # Level the face and cut the bounding square of the levelled landmarks at full resolution, then shrink it
     # with area averaging (warpAffine itself would alias when shrinking).
     shift = side / 2 - (low + high) / 2
-    affine = level + np.array([[0, 0, shift[0]], [0, 0, shift[1]]])
+    # float64 (numpy's stubs infer bool_ for an array built from a list of numpy scalars)
+    affine = cast(np.ndarray, level + np.array([[0, 0, shift[0]], [0, 0, shift[1]]]))
     crop = cv2.warpAffine(frame, affine, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
     return cv2.resize(gray, (FER_SIZE, FER_SIZE), interpolation=cv2.INTER_AREA)

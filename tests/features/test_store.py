@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from features.store import FeatureStore, StoreError, write_store
-from features.types import Clip, Failure, ModalityProvenance
+from features.types import Clip, Failure, ModalityProvenance, Stage
 
 
 def make_clip(i: int, split: str = "train") -> Clip:
@@ -25,7 +25,7 @@ PROV = {"audio": ModalityProvenance("opensmile", "2.6.0", {"feature_set": "x"}, 
 
 def test_round_trip_keeps_ragged_arrays_labels_and_provenance(tmp_path):
     clips = [make_clip(0), make_clip(1, "valid"), make_clip(2, "test")]
-    failures = [Failure(video="v9", clip="9", stage="decode", error="corrupt")]
+    failures = [Failure(video="v9", clip="9", stage=Stage.DECODE, error="corrupt")]
     path = write_store(tmp_path / "s.h5", clips, PROV, failures, dataset="toy", feature_config_hash="abc")
     with FeatureStore(path) as store:
         assert store.keys() == [c.key for c in clips]

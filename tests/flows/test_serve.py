@@ -8,10 +8,12 @@ import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.schedules import CronSchedule
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from features.store import FeatureStore
@@ -89,10 +91,13 @@ def test_serve_runs_deployments_and_stops_cleanly_and_dvc_reuses_the_extraction(
         with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
             failed = finished(client, flow_run_id(missing.stdout))
             retrain = client.read_deployment_by_name("retrain/demo")
+        assert failed.state is not None and failed.end_time is not None and failed.start_time is not None
         assert failed.state.is_failed() and (failed.end_time - failed.start_time).total_seconds() < 30
         message = failed.state.message
+        assert message is not None
         assert "data/mosei/" in message and "label.csv" in message and "Real datasets" in message
-        assert [s.schedule.cron for s in retrain.schedules] == ["0 3 * * *"]  # from params.yaml
+        assert [cast(CronSchedule, s.schedule).cron for s in retrain.schedules] == ["0 3 * * *"]  # from params.yaml
+        assert retrain.global_concurrency_limit is not None
         assert retrain.global_concurrency_limit.limit == 1  # two retrains never overlap
 
         unknown = sh(["prefect", "deployment", "run", "feature-extract/nope"], root, api, check=False)

@@ -1,6 +1,7 @@
 """Loading the feature store: dynamic padding, zero-length sequences, batching order, bad input."""
 import dataclasses
 import math
+from typing import cast
 
 import numpy as np
 import pytest
@@ -73,7 +74,7 @@ def test_length_bucketing_cuts_padding_in_every_modality():
 
     def padding(bucket: bool) -> np.ndarray:
         order = BatchOrder(lengths, 16, True, torch.Generator().manual_seed(0), bucket=bucket)
-        return sum(lengths[b].max(axis=0) * len(b) - lengths[b].sum(axis=0) for b in order)
+        return cast(np.ndarray, sum(lengths[b].max(axis=0) * len(b) - lengths[b].sum(axis=0) for b in order))
 
     assert (padding(True) < padding(False) / 4).all()
 
@@ -87,7 +88,7 @@ def test_dataset_reads_in_store_order_and_streams_the_same_items(tmp_path):
         assert loaded.lengths.tolist() == [[5, 0, 3], [5, 4, 3]]
         for i in range(2):
             for a, b in zip(loaded[i], streamed[i]):
-                assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+                assert torch.equal(a, cast(torch.Tensor, b)) if isinstance(a, torch.Tensor) else a == b
 
 
 def test_audio_minus_infinity_becomes_zero_as_in_the_reference_loader(tmp_path):

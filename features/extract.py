@@ -282,9 +282,7 @@ def build_store(out: str | Path, spec: DatasetSpec, config: ExtractConfig, cache
             try:
                 result = extract_source(source, config, cache, extractors)
             except Exception as err:  # noqa: BLE001 - recorded per clip; the other sources go on
-                # FIXME: "extract" is no Stage, so Failure() raises ValueError here and the error is not recorded;
-                # left as is (a typing-only change), see the types branch report
-                result = _all_failed(source, "extract", f"{type(err).__name__}: {err}")  # pyright: ignore[reportArgumentType]
+                result = _all_failed(source, Stage.EXTRACT, f"{type(err).__name__}: {err}")
             failures.extend(result.failures)
             yield from result.clips
 

@@ -41,6 +41,7 @@ class Stage(StrEnum):
     MEDIA = "media"  # no media file for the clip
     DECODE = "decode"  # the media cannot be read or decoded
     AUDIO = "audio"  # no usable audio for the clip
+    EXTRACT = "extract"  # an extractor raised on the clip's source (recorded; the other sources go on)
 
 
 @dataclass(frozen=True)

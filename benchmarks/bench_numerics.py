@@ -6,6 +6,7 @@ code path, one thread). Prints seconds per epoch and whether the weights came ou
 
     python benchmarks/bench_numerics.py [--features build/demo/features.h5] [--epochs 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,13 +23,21 @@ import yaml
 
 SELFMM = Path(sys.executable).parent / "selfmm"
 ANOTHER_CPU = {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "OMP_NUM_THREADS": "1"}
-PINNED = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-          "MKL_ENABLE_INSTRUCTIONS")
+PINNED = (
+    "ATEN_CPU_CAPABILITY",
+    "MKL_CBWR",
+    "ONEDNN_MAX_CPU_ISA",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "MKL_ENABLE_INSTRUCTIONS",
+)
 # name -> (train.numerics, environment set from outside)
 SETTINGS = {
     "fast": ("fast", {}),
-    "portable without MKL_CBWR": ("fast", {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                                           "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}),
+    "portable without MKL_CBWR": (
+        "fast",
+        {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
+    ),
     "portable": ("portable", {}),
 }
 
@@ -39,9 +48,24 @@ def train(workdir: Path, features: Path, numerics: str, env: dict[str, str]) -> 
     environ = {k: v for k, v in os.environ.items() if k not in PINNED}
     environ.update(env)
     started = time.perf_counter()
-    subprocess.run([str(SELFMM), "train", "--features", str(features), "--out", str(out), "--params",
-                    str(workdir / "params.yaml"), "--set", f"numerics={numerics}"], cwd=workdir, env=environ,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(SELFMM),
+            "train",
+            "--features",
+            str(features),
+            "--out",
+            str(out),
+            "--params",
+            str(workdir / "params.yaml"),
+            "--set",
+            f"numerics={numerics}",
+        ],
+        cwd=workdir,
+        env=environ,
+        check=True,
+        capture_output=True,
+    )
     wall = time.perf_counter() - started
     with open(out.parent / "model.timings.csv") as f:
         seconds = [float(row["train_seconds"]) for row in csv.DictReader(f)]
@@ -66,8 +90,10 @@ def main() -> None:
             here, seconds, wall = train(workdir, features, numerics, env)
             there, _, _ = train(workdir, features, numerics, {**env, **ANOTHER_CPU})
             per_epoch = sum(seconds) / len(seconds)
-            print(f"{name:>26}: {per_epoch:6.2f} s per epoch ({wall:5.1f} s whole process); "
-                  f"on an emulated other CPU: {'the same bits' if here == there else 'other bits'}")
+            print(
+                f"{name:>26}: {per_epoch:6.2f} s per epoch ({wall:5.1f} s whole process); "
+                f"on an emulated other CPU: {'the same bits' if here == there else 'other bits'}"
+            )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ shape, so with dropout on, fixed and dynamic padding drop different units and tr
     python benchmarks/bench_train.py --text-model random-bert-base --scale 0.25 --epochs 2
     python benchmarks/bench_train_cuda.py                                 # CUDA, also --amp and --bucket
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,10 @@ MOSI_SIZES = {"train": 1284, "valid": 229, "test": 686}
 MOSI_PADDING = [50, 375, 500]  # tokens, audio frames, video frames of MMSA's MOSI unaligned_50.pkl
 SHOWN = ("MAE", "Corr", "Has0_acc_2", "Non0_acc_2", "Mult_acc_7")
 # Random BERTs of the real models' shapes: the same cost, no weights to download.
-RANDOM_SHAPES = {"random-minilm": dict(hidden=384, layers=6, heads=12, intermediate=1536, vocab_size=30522),
-                 "random-bert-base": dict(hidden=768, layers=12, heads=12, intermediate=3072, vocab_size=30522)}
+RANDOM_SHAPES = {
+    "random-minilm": dict(hidden=384, layers=6, heads=12, intermediate=1536, vocab_size=30522),
+    "random-bert-base": dict(hidden=768, layers=12, heads=12, intermediate=3072, vocab_size=30522),
+}
 
 
 def _default_text_model() -> str:
@@ -66,9 +69,17 @@ def _run_mode(store: str, out_dir: str, text_model: str, n_train: int, args: dic
     """One training run in a fresh process; returns timings, memory and test metrics."""
     if args["threads"]:
         torch.set_num_threads(args["threads"])
-    config = preset("mosi", text_model=text_model, seeds=[args["seed"]], max_epochs=args["epochs"],
-                    early_stop=args["epochs"] + 1, device=args["device"], amp=mode["amp"],
-                    fixed_padding=mode["fixed_padding"], bucket_by_length=mode["bucket"])
+    config = preset(
+        "mosi",
+        text_model=text_model,
+        seeds=[args["seed"]],
+        max_epochs=args["epochs"],
+        early_stop=args["epochs"] + 1,
+        device=args["device"],
+        amp=mode["amp"],
+        fixed_padding=mode["fixed_padding"],
+        bucket_by_length=mode["bucket"],
+    )
     result = train(store, out_dir, config).seeds[0]
     preds = predict_store(out_dir, store, split="test", device=args["device"])
     seconds = [h["train_seconds"] for h in result.history]
@@ -76,8 +87,13 @@ def _run_mode(store: str, out_dir: str, text_model: str, n_train: int, args: dic
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"epoch_seconds": seconds, "samples_per_s": n_train / min(seconds),
-            "peak_mb": peak_mb, "test": result.test, "test_preds": {k: p["M"] for k, p in preds.items()}}
+    return {
+        "epoch_seconds": seconds,
+        "samples_per_s": n_train / min(seconds),
+        "peak_mb": peak_mb,
+        "test": result.test,
+        "test_preds": {k: p["M"] for k, p in preds.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -85,8 +101,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1111)
-    parser.add_argument("--text-model", default=_default_text_model(),
-                        help=f"BERT name or folder, or a random BERT: {', '.join(RANDOM_SHAPES)}")
+    parser.add_argument(
+        "--text-model",
+        default=_default_text_model(),
+        help=f"BERT name or folder, or a random BERT: {', '.join(RANDOM_SHAPES)}",
+    )
     parser.add_argument("--amp", action="store_true", help="also time dynamic padding with bf16 autocast")
     parser.add_argument("--bucket", action="store_true", help="also time dynamic padding with length buckets")
     parser.add_argument("--bert-dropout", type=float, default=0.0, help="BERT's dropout (0.1 is its own)")
@@ -95,8 +114,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
-    modes = {"fixed": dict(fixed_padding=MOSI_PADDING, bucket=False, amp=False),
-             "dynamic": dict(fixed_padding=None, bucket=False, amp=False)}
+    modes = {
+        "fixed": dict(fixed_padding=MOSI_PADDING, bucket=False, amp=False),
+        "dynamic": dict(fixed_padding=None, bucket=False, amp=False),
+    }
     if args.bucket:
         modes["dynamic+bucket"] = dict(fixed_padding=None, bucket=True, amp=False)
     if args.amp:
@@ -109,34 +130,55 @@ def main(argv: list[str] | None = None) -> dict:
             text_model = str(make_text_model(Path(tmp) / "random", **RANDOM_SHAPES[text_model]))
         text_model = _text_model_copy(text_model, Path(tmp) / "bert", args.bert_dropout)
         start = time.perf_counter()
-        store = make_synthetic_store(Path(tmp) / "mosi.h5", text_model, sizes=sizes, audio_dim=5,
-                                     video_dim=20, label_scale=3.0, lengths="mosi", seed=args.seed)
-        print(f"synthetic MOSI-like store: {sizes} clips in {time.perf_counter() - start:.1f} s; "
-              f"device {args.device}, text model {args.text_model} (dropout {args.bert_dropout}), "
-              f"{args.epochs} epoch(s), seed {args.seed}, torch threads {args.threads or torch.get_num_threads()}")
+        store = make_synthetic_store(
+            Path(tmp) / "mosi.h5",
+            text_model,
+            sizes=sizes,
+            audio_dim=5,
+            video_dim=20,
+            label_scale=3.0,
+            lengths="mosi",
+            seed=args.seed,
+        )
+        print(
+            f"synthetic MOSI-like store: {sizes} clips in {time.perf_counter() - start:.1f} s; "
+            f"device {args.device}, text model {args.text_model} (dropout {args.bert_dropout}), "
+            f"{args.epochs} epoch(s), seed {args.seed}, torch threads {args.threads or torch.get_num_threads()}"
+        )
         context = multiprocessing.get_context("spawn")
         results = {}
         for name, mode in modes.items():
             with context.Pool(1) as pool:
                 try:
-                    results[name] = pool.apply(_run_mode, (str(store), f"{tmp}/{name}", text_model,
-                                                           sizes["train"], vars(args), mode))
+                    results[name] = pool.apply(
+                        _run_mode, (str(store), f"{tmp}/{name}", text_model, sizes["train"], vars(args), mode)
+                    )
                 except Exception as err:  # report the failing mode, keep the others
                     print(f"{name:>15}: FAILED {err!r}", flush=True)
                     continue
             r = results[name]
-            print(f"{name:>15}: {r['samples_per_s']:8.1f} samples/s, epochs "
-                  f"{', '.join(f'{s:.1f}' for s in r['epoch_seconds'])} s, peak {r['peak_mb']:.0f} MB, test "
-                  + ", ".join(f"{k} {r['test'][k]:.4f}" for k in SHOWN), flush=True)
+            print(
+                f"{name:>15}: {r['samples_per_s']:8.1f} samples/s, epochs "
+                f"{', '.join(f'{s:.1f}' for s in r['epoch_seconds'])} s, peak {r['peak_mb']:.0f} MB, test "
+                + ", ".join(f"{k} {r['test'][k]:.4f}" for k in SHOWN),
+                flush=True,
+            )
 
     fixed, dynamic = results["fixed"], results["dynamic"]
     speedup = dynamic["samples_per_s"] / fixed["samples_per_s"]
     diff = max(abs(fixed["test"][k] - dynamic["test"][k]) for k in fixed["test"])
     pred_diff = max(abs(fixed["test_preds"][k] - dynamic["test_preds"][k]) for k in fixed["test_preds"])
-    print(f"dynamic vs fixed padding: {speedup:.2f}x samples/s, {fixed['peak_mb'] / dynamic['peak_mb']:.2f}x less "
-          f"peak memory; largest difference in test metrics {diff:.2e}, in test predictions {pred_diff:.2e}")
-    summary = {"args": {k: str(v) for k, v in vars(args).items()}, "modes": results, "speedup": speedup,
-               "max_metric_difference": diff, "max_prediction_difference": pred_diff}
+    print(
+        f"dynamic vs fixed padding: {speedup:.2f}x samples/s, {fixed['peak_mb'] / dynamic['peak_mb']:.2f}x less "
+        f"peak memory; largest difference in test metrics {diff:.2e}, in test predictions {pred_diff:.2e}"
+    )
+    summary = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "modes": results,
+        "speedup": speedup,
+        "max_metric_difference": diff,
+        "max_prediction_difference": pred_diff,
+    }
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     return summary

@@ -5,6 +5,7 @@ not installed (the GPU machine needs only torch, transformers, h5py, safetensors
 
     python benchmarks/bench_train_cuda.py [--epochs 3] [--json out.json]
 """
+
 import sys
 from pathlib import Path
 

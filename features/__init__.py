@@ -3,6 +3,7 @@
 The surface most users need: read a dataset folder (``load_dataset``), choose the extraction settings
 (``ExtractConfig``) and read the HDF5 feature store that extraction writes (``FeatureStore``).
 """
+
 from features.config import ExtractConfig
 from features.datasets import load_dataset
 from features.store import FeatureStore

@@ -4,6 +4,7 @@ Workers never share a writer: each source video's features land in their own sha
 a single merge step builds the dataset store. A re-run re-uses every shard whose key matches, so adding ten
 clips costs ten clips of work, and changing the face settings leaves the audio shards valid.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,7 @@ class ShardCache:
         except (OSError, ValueError):  # a damaged shard is recomputed, not trusted
             return None
 
-    def save(self, modality: Modality, media_sha: str, key: str, seg_hash: str,
-             arrays: dict[str, np.ndarray]) -> None:
+    def save(self, modality: Modality, media_sha: str, key: str, seg_hash: str, arrays: dict[str, np.ndarray]) -> None:
         path = self._path(modality, media_sha, key, seg_hash)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(path, "wb") as f:

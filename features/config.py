@@ -3,6 +3,7 @@
 A modality's config hash keys its cache shards, so changing the face settings re-extracts faces
 but re-uses the audio and text work.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -76,11 +77,14 @@ class ExtractConfig:
         face = data.pop("face", data.pop("vision", None))
         audio, text = data.pop("audio", None), data.pop("text", None)
         if data:
-            raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(map(str, data)))}; "
-                              f"allowed: audio, face, text")
-        return cls(audio=from_section(AudioConfig, audio, f"{where}.audio"),
-                   face=from_section(FaceConfig, face, f"{where}.face"),
-                   text=from_section(TextConfig, text, f"{where}.text"))
+            raise ConfigError(
+                f"{where}: unknown section(s) {', '.join(sorted(map(str, data)))}; allowed: audio, face, text"
+            )
+        return cls(
+            audio=from_section(AudioConfig, audio, f"{where}.audio"),
+            face=from_section(FaceConfig, face, f"{where}.face"),
+            text=from_section(TextConfig, text, f"{where}.text"),
+        )
 
     def hash(self, modality: Modality) -> str:
         return config_hash(self.section(modality))
@@ -101,8 +105,14 @@ def from_section(cls: type, data: dict[str, Any] | None, where: str, what: str =
     """A config dataclass from a params mapping: every key known and every value of its field's type, else a
     ConfigError naming ``where.key`` and what is allowed. Missing keys keep the dataclass's defaults."""
     values = check_fields(cls, data, where, what)
-    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in values
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init
+        and f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise ConfigError(f"{where}: missing {what}(s) {', '.join(missing)}")
     try:
@@ -111,8 +121,9 @@ def from_section(cls: type, data: dict[str, Any] | None, where: str, what: str =
         raise ConfigError(f"{where}: {err}") from None
 
 
-def check_fields(cls: type, data: dict[str, Any] | None, where: str, what: str = "key",
-                 extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def check_fields(
+    cls: type, data: dict[str, Any] | None, where: str, what: str = "key", extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The values of ``data`` checked (and enums looked up) against the fields of dataclass ``cls``."""
     data = _mapping(data, where)
     hints = typing.get_type_hints(cls)
@@ -180,7 +191,8 @@ def _describe(hint: Any) -> str:
     if typing.get_origin(hint) is list:
         return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('a ').removeprefix('an ')}s"
     return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(
-        hint, f"a {getattr(hint, '__name__', hint)}")
+        hint, f"a {getattr(hint, '__name__', hint)}"
+    )
 
 
 def _mapping(data: Any, where: str) -> dict[str, Any]:

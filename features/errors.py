@@ -7,6 +7,7 @@ its traceback: ``except PipelineError`` never hides a ``KeyError`` from a typo i
 
 A subclass keeps a builtin base (``ValueError``, ...) only where existing callers catch it that way.
 """
+
 from __future__ import annotations
 
 

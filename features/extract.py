@@ -4,6 +4,7 @@ This is the unit of work the feature-extract flow schedules: ``extract_source`` 
 its segments, runs only the modalities whose shards are missing, and reports per-clip failures instead of
 raising, so one bad clip never costs the others. ``build_store`` merges results into the dataset file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,21 +77,30 @@ class Extractors:
         return self._text
 
     def provenance(self, modality: Modality) -> ModalityProvenance:
-        extractor = {Modality.AUDIO: lambda: self.audio, Modality.VISION: lambda: self.face,
-                     Modality.TEXT: lambda: self.text}[modality]()
+        extractor = {
+            Modality.AUDIO: lambda: self.audio,
+            Modality.VISION: lambda: self.face,
+            Modality.TEXT: lambda: self.text,
+        }[modality]()
         section = self.config.section(modality)
-        return ModalityProvenance(extractor=extractor.name, version=extractor.version,
-                                  config=config_to_dict(section), config_hash=self.config.hash(modality),
-                                  feature_names=list(getattr(extractor, "feature_names", [])),
-                                  identity=self.identity(modality))
+        return ModalityProvenance(
+            extractor=extractor.name,
+            version=extractor.version,
+            config=config_to_dict(section),
+            config_hash=self.config.hash(modality),
+            feature_names=list(getattr(extractor, "feature_names", [])),
+            identity=self.identity(modality),
+        )
 
     def identity(self, modality: Modality) -> dict[str, str]:
         """What computes the modality besides its config: feature-code version, library versions, model checksums.
         Audio and vision need no extractor loaded (their cache keys are looked up first); text's is the tokenizer's."""
         if modality not in self._identity:
-            self._identity[modality] = {Modality.AUDIO: audio_identity,
-                                        Modality.VISION: lambda: face_identity(self.config.face),
-                                        Modality.TEXT: lambda: self.text.identity}[modality]()
+            self._identity[modality] = {
+                Modality.AUDIO: audio_identity,
+                Modality.VISION: lambda: face_identity(self.config.face),
+                Modality.TEXT: lambda: self.text.identity,
+            }[modality]()
         return self._identity[modality]
 
     def key(self, modality: Modality) -> str:
@@ -122,8 +132,9 @@ def _segments(source: SourceVideo) -> list[tuple[str, float, float]]:
     return [(c.key, c.start, c.end) for c in source.clips]
 
 
-def extract_source(source: SourceVideo, config: ExtractConfig, cache: ShardCache,
-                   extractors: Extractors | None = None) -> SourceResult:
+def extract_source(
+    source: SourceVideo, config: ExtractConfig, cache: ShardCache, extractors: Extractors | None = None
+) -> SourceResult:
     """Features of every clip of one source; per-clip problems become failures, never exceptions."""
     extractors = extractors or thread_extractors(config)
     name = str(source.media)
@@ -164,8 +175,9 @@ def _all_failed(source: SourceVideo, stage: Stage, error: str) -> SourceResult:
     return SourceResult(source=str(source.media), status=SourceStatus.FAILED, failures=failures)
 
 
-def _compute(source: SourceVideo, config: ExtractConfig, extractors: Extractors,
-             audio: dict | None, vision: dict | None) -> tuple[dict, dict]:
+def _compute(
+    source: SourceVideo, config: ExtractConfig, extractors: Extractors, audio: dict | None, vision: dict | None
+) -> tuple[dict, dict]:
     """Decode once and compute the modalities whose shards were missing."""
     frame_feats: list[np.ndarray] = []
     frame_masks: list[np.ndarray] = []
@@ -175,9 +187,15 @@ def _compute(source: SourceVideo, config: ExtractConfig, extractors: Extractors,
         frame_feats.append(feats)
         frame_masks.append(mask)
 
-    media = decode(source.media, fps=config.face.fps, max_side=config.face.max_side,
-                   sample_rate=config.audio.sample_rate, frame_sink=sink,
-                   audio=audio is None, video=vision is None)
+    media = decode(
+        source.media,
+        fps=config.face.fps,
+        max_side=config.face.max_side,
+        sample_rate=config.audio.sample_rate,
+        frame_sink=sink,
+        audio=audio is None,
+        video=vision is None,
+    )
     if audio is None:
         audio = {}
         for spec in source.clips:
@@ -202,8 +220,9 @@ def _in_segment(times: np.ndarray, spec: ClipSpec) -> np.ndarray:
     return (times >= spec.start) & (times < spec.end)
 
 
-def _clip_audio(spec: ClipSpec, signal: np.ndarray, rate: int, has_audio: bool,
-                extractors: Extractors) -> np.ndarray | str:
+def _clip_audio(
+    spec: ClipSpec, signal: np.ndarray, rate: int, has_audio: bool, extractors: Extractors
+) -> np.ndarray | str:
     """openSMILE features of one clip's samples, or the reason there are none."""
     if not has_audio:
         return "no audio stream"
@@ -211,7 +230,7 @@ def _clip_audio(spec: ClipSpec, signal: np.ndarray, rate: int, has_audio: bool,
         duration = len(signal) / rate
         if spec.start >= duration:
             return f"segment {spec.start:.3f}-{spec.end:.3f} s starts after the end of the audio ({duration:.3f} s)"
-        signal = signal[int(round(spec.start * rate)):int(round(spec.end * rate))]
+        signal = signal[int(round(spec.start * rate)) : int(round(spec.end * rate))]
     if len(signal) == 0:
         return "no audio samples"
     peak = float(np.max(np.abs(signal)))
@@ -220,8 +239,15 @@ def _clip_audio(spec: ClipSpec, signal: np.ndarray, rate: int, has_audio: bool,
     return extractors.audio.extract(signal)
 
 
-def _assemble(spec: ClipSpec, audio: dict, vision: dict, sha: str, config: ExtractConfig,
-              extractors: Extractors, require_text: bool = True) -> Clip | Failure:
+def _assemble(
+    spec: ClipSpec,
+    audio: dict,
+    vision: dict,
+    sha: str,
+    config: ExtractConfig,
+    extractors: Extractors,
+    require_text: bool = True,
+) -> Clip | Failure:
     def fail(stage: Stage, error: str) -> Failure:
         return Failure(video=spec.video_id, clip=spec.clip_id, stage=stage, error=error)
 
@@ -230,11 +256,26 @@ def _assemble(spec: ClipSpec, audio: dict, vision: dict, sha: str, config: Extra
     if require_text and not spec.text:
         return fail(Stage.TEXT, "empty transcript")
     input_ids, attention_mask = extractors.text.tokenize(spec.text)
-    return Clip(video_id=spec.video_id, clip_id=spec.clip_id, split=spec.split, text=spec.text, label=spec.label,
-                label_T=spec.label_T, label_A=spec.label_A, label_V=spec.label_V,
-                audio=audio[spec.key], vision=vision[f"{spec.key}/features"], face_mask=vision[f"{spec.key}/mask"],
-                input_ids=input_ids, attention_mask=attention_mask, media_sha256=sha, start=spec.start,
-                end=spec.end, audio_rate=extractors.audio.frame_rate, vision_fps=config.face.fps)
+    return Clip(
+        video_id=spec.video_id,
+        clip_id=spec.clip_id,
+        split=spec.split,
+        text=spec.text,
+        label=spec.label,
+        label_T=spec.label_T,
+        label_A=spec.label_A,
+        label_V=spec.label_V,
+        audio=audio[spec.key],
+        vision=vision[f"{spec.key}/features"],
+        face_mask=vision[f"{spec.key}/mask"],
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        media_sha256=sha,
+        start=spec.start,
+        end=spec.end,
+        audio_rate=extractors.audio.frame_rate,
+        vision_fps=config.face.fps,
+    )
 
 
 def extract_file(media: str | Path, text: str, config: ExtractConfig) -> Clip:
@@ -253,8 +294,9 @@ def extract_file(media: str | Path, text: str, config: ExtractConfig) -> Clip:
     return clip
 
 
-def dataset_provenance(config: ExtractConfig, cache: ShardCache,
-                       extractors: Extractors) -> dict[str, ModalityProvenance]:
+def dataset_provenance(
+    config: ExtractConfig, cache: ShardCache, extractors: Extractors
+) -> dict[str, ModalityProvenance]:
     """Provenance per modality, from the cache's records when present (no extractor needs loading)."""
     out = {}
     for modality in Modality:
@@ -267,8 +309,9 @@ def dataset_provenance(config: ExtractConfig, cache: ShardCache,
     return out
 
 
-def build_store(out: str | Path, spec: DatasetSpec, config: ExtractConfig, cache: ShardCache,
-                extractors: Extractors | None = None) -> list[Failure]:
+def build_store(
+    out: str | Path, spec: DatasetSpec, config: ExtractConfig, cache: ShardCache, extractors: Extractors | None = None
+) -> list[Failure]:
     """Merge the sources' shards into the dataset store (clips in label-file order) and return all failures.
 
     Run after every source was extracted: each source is then a cache hit, read back one at a time, so the
@@ -287,6 +330,7 @@ def build_store(out: str | Path, spec: DatasetSpec, config: ExtractConfig, cache
             yield from result.clips
 
     provenance = dataset_provenance(config, cache, extractors)
-    write_store(out, clips(), provenance, failures, dataset=spec.name,
-                feature_config_hash=feature_config_hash(extractors))
+    write_store(
+        out, clips(), provenance, failures, dataset=spec.name, feature_config_hash=feature_config_hash(extractors)
+    )
     return failures

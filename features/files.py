@@ -5,6 +5,7 @@ own folder, synced, and renamed over its final name in one step, so a reader see
 never half of one, and a failed write leaves the old file as it was. The temporary names, ``<name>.tmp-<pid>-<hex>``,
 are ignored by git (``.gitignore``) and DVC (``.dvcignore``).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 PyAV's wheel bundles FFmpeg, so nothing else is needed. Frames can be handed to a sink in batches as they are
 decoded (long source videos never sit in memory whole), or kept and returned.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -25,8 +26,12 @@ DECODER_VERSION = 1
 
 def decoder_identity() -> dict[str, str]:
     """What decodes the media (part of the audio and vision identities): this code, PyAV and its FFmpeg."""
-    return {"decoder": str(DECODER_VERSION), "av": av.__version__, "ffmpeg": str(av.ffmpeg_version_info),
-            "opencv": cv2.__version__}
+    return {
+        "decoder": str(DECODER_VERSION),
+        "av": av.__version__,
+        "ffmpeg": str(av.ffmpeg_version_info),
+        "opencv": cv2.__version__,
+    }
 
 
 class MediaError(PipelineError):
@@ -47,8 +52,16 @@ class Media:
     has_video: bool
 
 
-def decode(path: str | Path, fps: float = 10.0, max_side: int = 640, sample_rate: int = 16000,
-           frame_sink: FrameSink | None = None, batch: int = 32, audio: bool = True, video: bool = True) -> Media:
+def decode(
+    path: str | Path,
+    fps: float = 10.0,
+    max_side: int = 640,
+    sample_rate: int = 16000,
+    frame_sink: FrameSink | None = None,
+    batch: int = 32,
+    audio: bool = True,
+    video: bool = True,
+) -> Media:
     """Decode audio (resampled to ``sample_rate`` mono) and frames sampled every ``1/fps`` seconds.
 
     A frame is taken at the first decoded frame whose timestamp reaches each sampling instant ``k / fps``.
@@ -92,9 +105,16 @@ def decode(path: str | Path, fps: float = 10.0, max_side: int = 640, sample_rate
     if video_stream is not None and not sampler.times:
         raise MediaError(f"{path}: video stream holds no decodable frame")
     duration = max(len(samples) / sample_rate, sampler.last_time)
-    return Media(path=path, audio=samples, sample_rate=sample_rate, frame_times=np.array(sampler.times, np.float64),
-                 frames=sampler.kept(), duration=duration, has_audio=audio_stream is not None,
-                 has_video=video_stream is not None)
+    return Media(
+        path=path,
+        audio=samples,
+        sample_rate=sample_rate,
+        frame_times=np.array(sampler.times, np.float64),
+        frames=sampler.kept(),
+        duration=duration,
+        has_audio=audio_stream is not None,
+        has_video=video_stream is not None,
+    )
 
 
 class _FrameSampler:

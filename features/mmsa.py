@@ -21,6 +21,7 @@ our per-clip metadata under extra keys MMSA ignores and our provenance under ``c
 imports back unchanged. There is no ``text`` key (frozen BERT features): MMSA models must run with
 ``use_bert=True``, as Self-MM does.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,14 +51,31 @@ UNIMODAL = ("T", "A", "V")
 FRAME_MODALITIES = ("audio", "vision")
 _EXTRA_FLOATS = ("start", "end", "audio_rate", "vision_fps")  # per-clip attributes MMSA has no key for
 
-_SAFE_BUILTINS = ("list", "dict", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
-                  "complex", "bool")
+_SAFE_BUILTINS = (
+    "list",
+    "dict",
+    "tuple",
+    "set",
+    "frozenset",
+    "str",
+    "bytes",
+    "bytearray",
+    "int",
+    "float",
+    "complex",
+    "bool",
+)
 _NUMPY_GLOBALS = {"multiarray": ("_reconstruct", "scalar"), "numeric": ("_frombuffer",)}
 ALLOWED_GLOBALS = frozenset(
     {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # _codecs.encode: bytes in protocol 2
-    | {(f"numpy.{core}.{module}", name) for core in ("core", "_core")
-       for module, names in _NUMPY_GLOBALS.items() for name in names}
-    | {("builtins", name) for name in _SAFE_BUILTINS})
+    | {
+        (f"numpy.{core}.{module}", name)
+        for core in ("core", "_core")
+        for module, names in _NUMPY_GLOBALS.items()
+        for name in names
+    }
+    | {("builtins", name) for name in _SAFE_BUILTINS}
+)
 
 
 class MmsaError(PipelineError):
@@ -87,8 +105,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         module = "builtins" if module == "__builtin__" else module  # protocol-2 pickles
         if (module, name) not in ALLOWED_GLOBALS:
-            raise UnsafePickleError(f"refusing to load global {module}.{name}: an MMSA pickle may only hold "
-                                    "numpy arrays and plain builtins (this one could run code)")
+            raise UnsafePickleError(
+                f"refusing to load global {module}.{name}: an MMSA pickle may only hold "
+                "numpy arrays and plain builtins (this one could run code)"
+            )
         return super().find_class(module, name)
 
 
@@ -105,8 +125,15 @@ def load_pickle(path: str | Path) -> Any:
 
 # ---- import -----------------------------------------------------------------------------------------------
 
-def import_mmsa(pkl: str | Path, out: str | Path, *, dataset: str = "", text_model: str | None = None,
-                padding: Padding = Padding.AUTO) -> Path:
+
+def import_mmsa(
+    pkl: str | Path,
+    out: str | Path,
+    *,
+    dataset: str = "",
+    text_model: str | None = None,
+    padding: Padding = Padding.AUTO,
+) -> Path:
     """Convert an MMSA pickle into a feature store at ``out``; nothing is written if the pickle is refused.
 
     ``text_model`` names the BERT whose token ids ``text_bert`` holds (default: ``bert-base-chinese`` for
@@ -134,19 +161,32 @@ def import_mmsa(pkl: str | Path, out: str | Path, *, dataset: str = "", text_mod
     clips = [clip for split, part in splits.items() for clip in _clips(split, part, frames, ours is not None)]
     _check_unique(pkl, clips)
     if ours:
-        return write_store(out, clips, {m: ModalityProvenance(**p) for m, p in ours["provenance"].items()},
-                           failures=[Failure(**f) for f in ours["failures"]], dataset=dataset or ours["dataset"],
-                           feature_config_hash=ours["feature_config_hash"])
+        return write_store(
+            out,
+            clips,
+            {m: ModalityProvenance(**p) for m, p in ours["provenance"].items()},
+            failures=[Failure(**f) for f in ours["failures"]],
+            dataset=dataset or ours["dataset"],
+            feature_config_hash=ours["feature_config_hash"],
+        )
     first = next(iter(splits.values()))
     provenance = {}
     for modality in FRAME_MODALITIES:
         config = {**notes[modality], "source": pkl.name, "sha256": digest}
         provenance[modality] = ModalityProvenance(
-            extractor=EXTRACTOR, version=package_version(), config=config, config_hash=_dict_hash(config),
-            feature_names=[f"{modality}_{i}" for i in range(first[modality].shape[2])])
+            extractor=EXTRACTOR,
+            version=package_version(),
+            config=config,
+            config_hash=_dict_hash(config),
+            feature_names=[f"{modality}_{i}" for i in range(first[modality].shape[2])],
+        )
     text_config = TextConfig(model=text_model or _guess_text_model(splits), max_length=first["text_bert"].shape[2])
-    provenance["text"] = ModalityProvenance(extractor=EXTRACTOR, version=package_version(),
-                                            config=config_to_dict(text_config), config_hash=config_hash(text_config))
+    provenance["text"] = ModalityProvenance(
+        extractor=EXTRACTOR,
+        version=package_version(),
+        config=config_to_dict(text_config),
+        config_hash=config_hash(text_config),
+    )
     return write_store(out, clips, provenance, dataset=dataset, feature_config_hash=digest[:16])
 
 
@@ -184,8 +224,15 @@ def _check_split(pkl: Path, split: str, part: Any) -> dict:
 
 
 def _per_sample_keys(part: dict) -> list[str]:
-    known = [*REQUIRED_KEYS, "audio_lengths", "vision_lengths", "face_mask",
-             "media_sha256", *_EXTRA_FLOATS, *(f"regression_labels_{m}" for m in UNIMODAL)]
+    known = [
+        *REQUIRED_KEYS,
+        "audio_lengths",
+        "vision_lengths",
+        "face_mask",
+        "media_sha256",
+        *_EXTRA_FLOATS,
+        *(f"regression_labels_{m}" for m in UNIMODAL),
+    ]
     return [k for k in known if k in part]
 
 
@@ -214,19 +261,28 @@ def _unpad(splits: dict[str, dict], modality: str, padding: Padding) -> tuple[di
         width = part[modality].shape[1]
         rows = []
         for x, n in zip(part[modality], lengths):
-            frames = np.array(x[:n] if padding is Padding.END else x[width - n:], dtype=np.float32)
+            frames = np.array(x[:n] if padding is Padding.END else x[width - n :], dtype=np.float32)
             bad_values = ~np.isfinite(frames)
             nonfinite += int(bad_values.sum())
             frames[bad_values] = 0.0
             rows.append(frames)
         out[split] = rows
-    notes = {"padding": padding.value, "padding_source": detected,
-             "lengths": f"{modality}_lengths" if has_lengths else "extent of the non-zero frames",
-             "padded_length": int(next(iter(splits.values()))[modality].shape[1]),
-             "lengths_contradicting_frames": contradicted, "nonfinite_set_to_zero": nonfinite}
+    notes = {
+        "padding": padding.value,
+        "padding_source": detected,
+        "lengths": f"{modality}_lengths" if has_lengths else "extent of the non-zero frames",
+        "padded_length": int(next(iter(splits.values()))[modality].shape[1]),
+        "lengths_contradicting_frames": contradicted,
+        "nonfinite_set_to_zero": nonfinite,
+    }
     if contradicted or nonfinite:
-        log.warning("%s: %d given lengths would cut off non-zero frames (the frames' extent was used instead); "
-                    "%d non-finite values set to 0", modality, contradicted, nonfinite)
+        log.warning(
+            "%s: %d given lengths would cut off non-zero frames (the frames' extent was used instead); "
+            "%d non-finite values set to 0",
+            modality,
+            contradicted,
+            nonfinite,
+        )
     return out, notes
 
 
@@ -292,15 +348,27 @@ def _clips(split: str, part: dict, frames: dict[str, dict[str, list[np.ndarray]]
         vision = frames["vision"][split][i]
         # a foreign pickle has no face mask (a frame counts as a face when its features are not all zero),
         # and its frame rates are unknown
-        extras = _clip_extras(part, i, len(vision)) if ours else {
-            "face_mask": np.any(vision != 0, axis=1), "audio_rate": math.nan, "vision_fps": math.nan}
+        extras = (
+            _clip_extras(part, i, len(vision))
+            if ours
+            else {"face_mask": np.any(vision != 0, axis=1), "audio_rate": math.nan, "vision_fps": math.nan}
+        )
         tokens = ids[i][mask[i]].astype(np.int32)
-        clips.append(Clip(
-            video_id=video_id, clip_id=clip_id, split=split, text=str(part["raw_text"][i]),
-            label=float(part["regression_labels"][i]), audio=frames["audio"][split][i], vision=vision,
-            input_ids=tokens, attention_mask=np.ones(len(tokens), dtype=np.int8),
-            **{f"label_{m}": float(np.ravel(v[i])[0]) if v is not None else math.nan for m, v in unimodal.items()},
-            **extras))
+        clips.append(
+            Clip(
+                video_id=video_id,
+                clip_id=clip_id,
+                split=split,
+                text=str(part["raw_text"][i]),
+                label=float(part["regression_labels"][i]),
+                audio=frames["audio"][split][i],
+                vision=vision,
+                input_ids=tokens,
+                attention_mask=np.ones(len(tokens), dtype=np.int8),
+                **{f"label_{m}": float(np.ravel(v[i])[0]) if v is not None else math.nan for m, v in unimodal.items()},
+                **extras,
+            )
+        )
     return clips
 
 
@@ -321,22 +389,27 @@ def _guess_text_model(splits: dict[str, dict]) -> str:
 
 # ---- export -----------------------------------------------------------------------------------------------
 
+
 def export_mmsa(store: str | Path, out: str | Path, *, length: LengthRule | int = LengthRule.MAX) -> Path:
     """Write a feature store as an MMSA-loadable pickle at ``out`` (atomically); returns ``out``."""
     out = Path(out)
     with FeatureStore(store) as fs:
         by_split = {s: list(fs.clips(s)) for s in SPLITS}
-        meta = {"exporter": EXPORTER, "schema_version": SCHEMA_VERSION, "package_version": package_version(),
-                "dataset": fs.dataset, "feature_config_hash": fs.feature_config_hash,
-                "provenance": {m: asdict(p) for m, p in fs.provenance.items()},
-                "failures": [{**asdict(f), "stage": str(f.stage)} for f in fs.failures]}
+        meta = {
+            "exporter": EXPORTER,
+            "schema_version": SCHEMA_VERSION,
+            "package_version": package_version(),
+            "dataset": fs.dataset,
+            "feature_config_hash": fs.feature_config_hash,
+            "provenance": {m: asdict(p) for m, p in fs.provenance.items()},
+            "failures": [{**asdict(f), "stage": str(f.stage)} for f in fs.failures],
+        }
     every = [c for clips in by_split.values() for c in clips]
     if not every:
         raise MmsaError(f"{store}: no clips to export")
     widths = {m: _target_length([len(getattr(c, m)) for c in every], length) for m in FRAME_MODALITIES}
     widths["text"] = max(1, max(len(c.input_ids) for c in every))
-    dims = {m: _feature_dim(every, m, meta["provenance"].get(m, {}).get("feature_names", []))
-            for m in FRAME_MODALITIES}
+    dims = {m: _feature_dim(every, m, meta["provenance"].get(m, {}).get("feature_names", [])) for m in FRAME_MODALITIES}
     truncated = {m: sum(len(getattr(c, m)) > widths[m] for c in every) for m in FRAME_MODALITIES}
     if any(truncated.values()):
         log.warning("%s: truncated to %s frames: %s clips", store, widths, truncated)
@@ -377,16 +450,16 @@ def _split_dict(clips: list[Clip], widths: dict[str, int], dims: dict[str, int])
     text_bert = np.zeros((n, 3, widths["text"]), dtype=np.float32)
     face_mask = np.zeros((n, widths["vision"]), dtype=bool)
     for i, c in enumerate(clips):
-        text_bert[i, 0, :len(c.input_ids)] = c.input_ids
-        text_bert[i, 1, :len(c.input_ids)] = c.attention_mask
-        face_mask[i, :min(len(c.face_mask), widths["vision"])] = c.face_mask[:widths["vision"]]
+        text_bert[i, 0, : len(c.input_ids)] = c.input_ids
+        text_bert[i, 1, : len(c.input_ids)] = c.attention_mask
+        face_mask[i, : min(len(c.face_mask), widths["vision"])] = c.face_mask[: widths["vision"]]
     part["text_bert"] = text_bert
     for m in FRAME_MODALITIES:
         array = np.zeros((n, widths[m], dims[m]), dtype=np.float32)
         lengths = np.zeros(n, dtype=np.int64)
         for i, c in enumerate(clips):
-            frames = np.asarray(getattr(c, m)).reshape(-1, dims[m])[:widths[m]]
-            array[i, :len(frames)] = frames
+            frames = np.asarray(getattr(c, m)).reshape(-1, dims[m])[: widths[m]]
+            array[i, : len(frames)] = frames
             lengths[i] = len(frames)
         part[m], part[f"{m}_lengths"] = array, lengths
     labels = np.array([c.label for c in clips], dtype=np.float64)

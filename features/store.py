@@ -15,6 +15,7 @@ Layout (schema version 1)::
 Missing labels and whole-file clips (no segment times) are stored as NaN.
 The file is written under a temporary name and renamed, so a reader never sees half a store.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,10 +45,28 @@ def package_version() -> str:
 
 
 _ARRAYS = ("audio", "vision", "face_mask", "input_ids", "attention_mask")
-_ARRAY_DTYPES = {"audio": np.float32, "vision": np.float32, "face_mask": bool,
-                 "input_ids": np.int32, "attention_mask": np.int8}
-_ATTRS = ("video_id", "clip_id", "split", "text", "label", "label_T", "label_A", "label_V",
-          "media_sha256", "start", "end", "audio_rate", "vision_fps")
+_ARRAY_DTYPES = {
+    "audio": np.float32,
+    "vision": np.float32,
+    "face_mask": bool,
+    "input_ids": np.int32,
+    "attention_mask": np.int8,
+}
+_ATTRS = (
+    "video_id",
+    "clip_id",
+    "split",
+    "text",
+    "label",
+    "label_T",
+    "label_A",
+    "label_V",
+    "media_sha256",
+    "start",
+    "end",
+    "audio_rate",
+    "vision_fps",
+)
 
 
 class StoreError(PipelineError):
@@ -68,21 +87,36 @@ def _attr(attrs: h5py.AttributeManager, name: str) -> Any:
     return cast(Any, attrs[name])
 
 
-def write_store(path: str | Path, clips: Iterable[Clip], provenance: dict[str, ModalityProvenance],
-                failures: Iterable[Failure] = (), dataset: str = "", feature_config_hash: str = "") -> Path:
+def write_store(
+    path: str | Path,
+    clips: Iterable[Clip],
+    provenance: dict[str, ModalityProvenance],
+    failures: Iterable[Failure] = (),
+    dataset: str = "",
+    feature_config_hash: str = "",
+) -> Path:
     """Write a whole store atomically: to a temporary name next to ``path`` first, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs.update(schema_version=SCHEMA_VERSION, package_version=package_version(),
-                           dataset=dataset, feature_config_hash=feature_config_hash)
+            f.attrs.update(
+                schema_version=SCHEMA_VERSION,
+                package_version=package_version(),
+                dataset=dataset,
+                feature_config_hash=feature_config_hash,
+            )
             prov = f.create_group("provenance")
             for modality, p in provenance.items():
                 g = prov.create_group(modality)
-                g.attrs.update(extractor=p.extractor, version=p.version, config=json.dumps(p.config, sort_keys=True),
-                               config_hash=p.config_hash, feature_names=json.dumps(list(p.feature_names)),
-                               identity=json.dumps(p.identity, sort_keys=True))
+                g.attrs.update(
+                    extractor=p.extractor,
+                    version=p.version,
+                    config=json.dumps(p.config, sort_keys=True),
+                    config_hash=p.config_hash,
+                    feature_names=json.dumps(list(p.feature_names)),
+                    identity=json.dumps(p.identity, sort_keys=True),
+                )
             group = f.create_group("clips")
             keys, splits = [], []
             for clip in clips:
@@ -187,9 +221,13 @@ class FeatureStore:
         for modality, g in _group(self._file, "provenance").items():
             a = g.attrs
             out[modality] = ModalityProvenance(
-                extractor=str(a["extractor"]), version=str(a["version"]), config=json.loads(a["config"]),
-                config_hash=str(a["config_hash"]), feature_names=json.loads(a["feature_names"]),
-                identity=json.loads(a.get("identity", "{}")))
+                extractor=str(a["extractor"]),
+                version=str(a["version"]),
+                config=json.loads(a["config"]),
+                config_hash=str(a["config_hash"]),
+                feature_names=json.loads(a["feature_names"]),
+                identity=json.loads(a.get("identity", "{}")),
+            )
         return out
 
     def feature_dims(self) -> dict[str, int]:

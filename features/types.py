@@ -3,6 +3,7 @@
 A small module with no project imports but the error family, so the dataset readers, the extractors, the cache
 and the store can all build on it without importing each other.
 """
+
 from __future__ import annotations
 
 import math

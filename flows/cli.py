@@ -1,4 +1,5 @@
 """``selfmm``: the one command-line entry point. Each subcommand is thin glue over features/, selfmm/, flows/."""
+
 from __future__ import annotations
 
 import argparse
@@ -40,16 +41,34 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset folder (MMSA layout) or a name under data/")
     p.add_argument("--out", required=True, type=Path, help="the .h5 store to write")
     p.add_argument("--params", default=None, help="params file (default: params.yaml if present)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override an extract setting, e.g. --set face.fps=5 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override an extract setting, e.g. --set face.fps=5 (repeatable)",
+    )
     p.add_argument("--cache-dir", default=None, help="shard cache folder (default: params run.cache_dir)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="parallel source videos: threads, or local Dask workers (default: params run.workers)")
-    p.add_argument("--task-runner", default=None, choices=["threads", "dask"],
-                   help="where source videos run (default: params run.task_runner, else threads)")
-    p.add_argument("--dask-address", default=None, metavar="tcp://HOST:8786",
-                   help="with --task-runner dask: an existing Dask scheduler (default: params run.dask_address, "
-                        "else a local cluster of --workers processes)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel source videos: threads, or local Dask workers (default: params run.workers)",
+    )
+    p.add_argument(
+        "--task-runner",
+        default=None,
+        choices=["threads", "dask"],
+        help="where source videos run (default: params run.task_runner, else threads)",
+    )
+    p.add_argument(
+        "--dask-address",
+        default=None,
+        metavar="tcp://HOST:8786",
+        help="with --task-runner dask: an existing Dask scheduler (default: params run.dask_address, "
+        "else a local cluster of --workers processes)",
+    )
     p.set_defaults(handler=_extract)
 
     p = sub.add_parser("demo-corpus", help="generate the built-in demo corpus (MMSA layout, real media)")
@@ -68,8 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="mosi | mosei | sims | demo (default: the section's preset)")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a training parameter, e.g. --set max_epochs=3 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training parameter, e.g. --set max_epochs=3 (repeatable)",
+    )
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("evaluate", help="metrics of a trained bundle on a split, per seed and mean +- std")
@@ -77,8 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True, type=Path)
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--report", type=Path, default=None,
-                   help="also write metrics.json and plot tables here (runs the evaluate flow)")
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="also write metrics.json and plot tables here (runs the evaluate flow)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_evaluate)
 
@@ -103,8 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_export_mmsa)
 
     p = sub.add_parser("serve", help="a local Prefect server and every deployment (<flow>/<dataset>) of params.yaml")
-    p.add_argument("--port", type=int, default=None,
-                   help="the server's port on 127.0.0.1 (default: params serve.port, else 4200)")
+    p.add_argument(
+        "--port", type=int, default=None, help="the server's port on 127.0.0.1 (default: params serve.port, else 4200)"
+    )
     p.set_defaults(handler=_serve)
 
     p = sub.add_parser("retrain", help="retrain a dataset through DVC if its annotations changed; promote if better")
@@ -114,9 +144,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rollback", help="point a dataset's champion back at a kept release (the previous one)")
     p.add_argument("dataset", help="a dataset with a champion (models/<dataset>/)")
-    p.add_argument("--to", default=None, metavar="RELEASE",
-                   help="the release id (models/<dataset>/releases/<id>) to make champion (default: the one that "
-                        "was champion before the current one)")
+    p.add_argument(
+        "--to",
+        default=None,
+        metavar="RELEASE",
+        help="the release id (models/<dataset>/releases/<id>) to make champion (default: the one that "
+        "was champion before the current one)",
+    )
     p.set_defaults(handler=_rollback)
 
     p = sub.add_parser("info", help="summarise a feature store")
@@ -138,8 +172,14 @@ def _extract(args: argparse.Namespace) -> int:
     from flows.extract import feature_extract, make_task_runner
 
     flow = feature_extract.with_options(task_runner=make_task_runner(run))
-    summary = flow(dataset=args.dataset, out=str(args.out), overrides=overrides,
-                   params_file=args.params, cache_dir=args.cache_dir, progress=sys.stderr.isatty())
+    summary = flow(
+        dataset=args.dataset,
+        out=str(args.out),
+        overrides=overrides,
+        params_file=args.params,
+        cache_dir=args.cache_dir,
+        progress=sys.stderr.isatty(),
+    )
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -147,8 +187,7 @@ def _extract(args: argparse.Namespace) -> int:
 def _demo_corpus(args: argparse.Namespace) -> int:
     from features.datasets.demo.corpus import make_demo_corpus
 
-    out = make_demo_corpus(args.out, clips=args.clips, seed=args.seed, workers=args.workers,
-                           overwrite=args.overwrite)
+    out = make_demo_corpus(args.out, clips=args.clips, seed=args.seed, workers=args.workers, overwrite=args.overwrite)
     print(f"demo corpus: {out} ({args.clips} clips, seed {args.seed})")
     return 0
 
@@ -183,8 +222,13 @@ def _train_overrides(args: argparse.Namespace) -> dict:
 def _train(args: argparse.Namespace) -> int:
     from flows.train import train_flow
 
-    summary = train_flow(features=str(args.features), out=str(args.out), overrides=_train_overrides(args),
-                         params_file=args.params, section=args.section)
+    summary = train_flow(
+        features=str(args.features),
+        out=str(args.out),
+        overrides=_train_overrides(args),
+        params_file=args.params,
+        section=args.section,
+    )
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -196,8 +240,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.report:
         from flows.train import evaluate_flow
 
-        result = evaluate_flow(model=str(args.model), features=str(args.features), report_dir=str(args.report),
-                               split=args.split, device=args.device)
+        result = evaluate_flow(
+            model=str(args.model),
+            features=str(args.features),
+            report_dir=str(args.report),
+            split=args.split,
+            device=args.device,
+        )
     else:
         from selfmm.predict import evaluate
 
@@ -223,21 +272,33 @@ def _predict(args: argparse.Namespace) -> int:
     from selfmm.predict import predict_clips
 
     bundle = load_bundle(args.model)
-    config = ExtractConfig.from_dict({"audio": bundle.provenance["audio"]["config"],
-                                      "face": bundle.provenance["vision"]["config"],
-                                      "text": bundle.provenance["text"]["config"]})
+    config = ExtractConfig.from_dict(
+        {
+            "audio": bundle.provenance["audio"]["config"],
+            "face": bundle.provenance["vision"]["config"],
+            "text": bundle.provenance["text"]["config"],
+        }
+    )
     extractors = thread_extractors(config)
     bundle.check_provenance({m.value: extractors.provenance(m) for m in Modality}, "the extractors here")
     clip = extract_file(args.media, args.text, config)
     scores = next(iter(predict_clips(bundle, [clip], seed=args.seed).values()))
-    result = {"media": str(args.media), "text": args.text, "fused": scores["M"], "text_score": scores["T"],
-              "audio_score": scores["A"], "vision_score": scores["V"],
-              "face_frames": f"{int(clip.face_mask.sum())}/{len(clip.face_mask)}"}
+    result = {
+        "media": str(args.media),
+        "text": args.text,
+        "fused": scores["M"],
+        "text_score": scores["T"],
+        "audio_score": scores["A"],
+        "vision_score": scores["V"],
+        "face_frames": f"{int(clip.face_mask.sum())}/{len(clip.face_mask)}",
+    }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{args.media}: sentiment {scores['M']:+.3f} (text {scores['T']:+.3f}, audio {scores['A']:+.3f}, "
-              f"vision {scores['V']:+.3f}; face in {result['face_frames']} frames)")
+        print(
+            f"{args.media}: sentiment {scores['M']:+.3f} (text {scores['T']:+.3f}, audio {scores['A']:+.3f}, "
+            f"vision {scores['V']:+.3f}; face in {result['face_frames']} frames)"
+        )
     return 0
 
 
@@ -292,8 +353,10 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{info['path']}  dataset={info['dataset']!r}  schema v{info['schema_version']}  "
-          f"package {info['package_version']}  features {info['feature_config_hash']}")
+    print(
+        f"{info['path']}  dataset={info['dataset']!r}  schema v{info['schema_version']}  "
+        f"package {info['package_version']}  features {info['feature_config_hash']}"
+    )
     print("clips: " + ", ".join(f"{split} {n}" for split, n in info["splits"].items()) + f" (total {info['clips']})")
     for modality, prov in info["provenance"].items():
         names = prov["feature_names"]

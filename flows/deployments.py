@@ -7,6 +7,7 @@ params.yaml's ``serve`` section:
 
 The task runner of feature-extract (params ``run``) is fixed when serving starts, like the rest of a deployment.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,10 +40,14 @@ def served_datasets(params: Params) -> list[ServedDataset]:
     serve = params.serve
     if not serve.datasets:
         raise ConfigError("params.yaml: serve.datasets names no dataset to serve")
-    return [ServedDataset(str(name), _schedule(entry.retrain_cron, serve.timezone,
-                                               f"params.yaml serve.datasets.{name}"),
-                          entry.train_section)
-            for name, entry in serve.datasets.items()]
+    return [
+        ServedDataset(
+            str(name),
+            _schedule(entry.retrain_cron, serve.timezone, f"params.yaml serve.datasets.{name}"),
+            entry.train_section,
+        )
+        for name, entry in serve.datasets.items()
+    ]
 
 
 def _schedule(cron: str | None, timezone: str, where: str) -> CronSchedule | None:
@@ -51,9 +56,11 @@ def _schedule(cron: str | None, timezone: str, where: str) -> CronSchedule | Non
     try:
         return CronSchedule(cron=str(cron), timezone=timezone)
     except ValidationError as err:
-        raise ConfigError(f"{where}.retrain_cron: {cron!r} (timezone {timezone}) is not a valid schedule "
-                         f"({err.errors()[0]['msg']}); cron has five fields, minute hour day-of-month month "
-                         f"day-of-week, e.g. '0 3 * * *' for 03:00 daily") from None
+        raise ConfigError(
+            f"{where}.retrain_cron: {cron!r} (timezone {timezone}) is not a valid schedule "
+            f"({err.errors()[0]['msg']}); cron has five fields, minute hour day-of-month month "
+            f"day-of-week, e.g. '0 3 * * *' for 03:00 daily"
+        ) from None
 
 
 def build_deployments(datasets: list[ServedDataset], run: RunConfig) -> list[RunnerDeployment]:
@@ -64,15 +71,23 @@ def build_deployments(datasets: list[ServedDataset], run: RunConfig) -> list[Run
     for dataset in datasets:
         paths = DatasetPaths(dataset.name)
         deployments += [
-            extract.to_deployment(dataset.name, parameters={"dataset": dataset.name, "out": str(paths.features)},
-                                  description=f"data/{dataset.name}/ -> {paths.features}"),
-            train_flow.to_deployment(dataset.name, parameters={"features": str(paths.features), "out": str(paths.model),
-                                                               "section": dataset.train_section},
-                                     description=f"{paths.features} -> {paths.model} (params {dataset.train_section})"),
-            retrain.to_deployment(dataset.name, parameters={"dataset": dataset.name},
-                                  schedules=[dataset.retrain_schedule] if dataset.retrain_schedule else None,
-                                  concurrency_limit=one_at_a_time,
-                                  description=f"retrain {dataset.name} through DVC stages "
-                                              f"{', '.join(dvc_stages(dataset.name))} when its annotations change"),
+            extract.to_deployment(
+                dataset.name,
+                parameters={"dataset": dataset.name, "out": str(paths.features)},
+                description=f"data/{dataset.name}/ -> {paths.features}",
+            ),
+            train_flow.to_deployment(
+                dataset.name,
+                parameters={"features": str(paths.features), "out": str(paths.model), "section": dataset.train_section},
+                description=f"{paths.features} -> {paths.model} (params {dataset.train_section})",
+            ),
+            retrain.to_deployment(
+                dataset.name,
+                parameters={"dataset": dataset.name},
+                schedules=[dataset.retrain_schedule] if dataset.retrain_schedule else None,
+                concurrency_limit=one_at_a_time,
+                description=f"retrain {dataset.name} through DVC stages "
+                f"{', '.join(dvc_stages(dataset.name))} when its annotations change",
+            ),
         ]
     return deployments

@@ -1,4 +1,5 @@
 """The ``feature-extract`` flow: one task per source video, then a single merge step that writes the store."""
+
 from __future__ import annotations
 
 import csv
@@ -20,8 +21,10 @@ from features.files import atomic_open
 from features.types import DatasetError, DatasetSpec, Failure, SourceVideo
 from flows.params import RunConfig, TaskRunnerKind, load_params
 
-WHERE_DATA_COMES_FROM = ("the README's 'Real datasets' section lists the accepted layouts and where each dataset "
-                         "comes from (MMSA's download links, the CMU-MultimodalSDK releases)")
+WHERE_DATA_COMES_FROM = (
+    "the README's 'Real datasets' section lists the accepted layouts and where each dataset "
+    "comes from (MMSA's download links, the CMU-MultimodalSDK releases)"
+)
 
 
 class ExtractionFailed(PipelineError):
@@ -42,8 +45,7 @@ class SourceSummary:
 def extract_video(source: SourceVideo, config: ExtractConfig, cache_dir: str) -> SourceSummary:
     """Extract one source video into its shards (retried on unexpected errors; bad media is a failure)."""
     result = extract_source(source, config, ShardCache(cache_dir))
-    return SourceSummary(source=result.source, status=result.status, clips=len(result.clips),
-                         failures=result.failures)
+    return SourceSummary(source=result.source, status=result.status, clips=len(result.clips), failures=result.failures)
 
 
 def resolve_dataset(dataset: str) -> Path:
@@ -54,8 +56,10 @@ def resolve_dataset(dataset: str) -> Path:
     named = Path("data") / dataset
     if named.is_dir():
         return named
-    raise DatasetError(f"dataset {dataset!r} not found: expected a folder, or data/{dataset}/ holding label.csv and "
-                       f"Raw/<video_id>/<clip_id>.mp4 (the MMSA layout)")
+    raise DatasetError(
+        f"dataset {dataset!r} not found: expected a folder, or data/{dataset}/ holding label.csv and "
+        f"Raw/<video_id>/<clip_id>.mp4 (the MMSA layout)"
+    )
 
 
 def open_dataset(dataset: str) -> DatasetSpec:
@@ -76,8 +80,9 @@ def make_task_runner(run: RunConfig) -> TaskRunner[Any]:  # Any: what flow.with_
 
     if run.dask_address:
         return DaskTaskRunner(address=run.dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": run.workers, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": None})
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": run.workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    )
 
 
 def write_failure_report(path: Path, failures: list[Failure]) -> None:
@@ -93,9 +98,15 @@ def failure_report_path(out: Path) -> Path:
 
 # prefect's flow() wants TaskRunner[PrefectFuture[Any]], an invariant parameter no concrete runner matches
 @flow(name="feature-extract", task_runner=cast(TaskRunner[Any], ThreadPoolTaskRunner(max_workers=2)))
-def feature_extract(dataset: str, out: str, overrides: dict | None = None, params_file: str | None = None,
-                    cache_dir: str | None = None, max_failure_fraction: float | None = None,
-                    progress: bool = False) -> dict:
+def feature_extract(
+    dataset: str,
+    out: str,
+    overrides: dict | None = None,
+    params_file: str | None = None,
+    cache_dir: str | None = None,
+    max_failure_fraction: float | None = None,
+    progress: bool = False,
+) -> dict:
     """Raw media of a dataset folder -> HDF5 feature store ``out`` (+ ``<out>.failures.csv``)."""
     logger = get_run_logger()
     params = load_params(params_file)
@@ -104,8 +115,13 @@ def feature_extract(dataset: str, out: str, overrides: dict | None = None, param
     limit = max_failure_fraction if max_failure_fraction is not None else params.run.max_failure_fraction
     spec = open_dataset(dataset)
     total = len(spec.clips) + len(spec.rejected)
-    logger.info("%s: %d clips in %d source files, %d rejected by the label file", spec.name, len(spec.clips),
-                len(spec.sources), len(spec.rejected))
+    logger.info(
+        "%s: %d clips in %d source files, %d rejected by the label file",
+        spec.name,
+        len(spec.clips),
+        len(spec.sources),
+        len(spec.rejected),
+    )
 
     futures = [extract_video.submit(source, config, cache_dir) for source in spec.sources]
     counts = {s: 0 for s in SourceStatus}
@@ -117,8 +133,12 @@ def feature_extract(dataset: str, out: str, overrides: dict | None = None, param
         bar.update(1)
         bar.set_postfix({s.value: n for s, n in counts.items()})
     bar.close()
-    logger.info("sources: %d extracted, %d cached, %d failed",
-                counts[SourceStatus.EXTRACTED], counts[SourceStatus.CACHED], counts[SourceStatus.FAILED])
+    logger.info(
+        "sources: %d extracted, %d cached, %d failed",
+        counts[SourceStatus.EXTRACTED],
+        counts[SourceStatus.CACHED],
+        counts[SourceStatus.FAILED],
+    )
 
     out_path = Path(out)
     failures = build_store(out_path, spec, config, ShardCache(cache_dir))
@@ -127,12 +147,19 @@ def feature_extract(dataset: str, out: str, overrides: dict | None = None, param
     for failure in failures:
         logger.warning("failed %s/%s at %s: %s", failure.video, failure.clip, failure.stage, failure.error)
     fraction = len(failures) / total if total else 0.0
-    summary = {"store": str(out_path), "clips": total - len(failures), "failed": len(failures),
-               "failure_report": str(report), **{s.value: n for s, n in counts.items()}}
+    summary = {
+        "store": str(out_path),
+        "clips": total - len(failures),
+        "failed": len(failures),
+        "failure_report": str(report),
+        **{s.value: n for s, n in counts.items()},
+    }
     logger.info("wrote %s: %d clips, %d failed (report: %s)", out_path, summary["clips"], len(failures), report)
     if fraction > limit:
-        raise ExtractionFailed(f"{len(failures)} of {total} clips failed ({fraction:.0%} > {limit:.0%} allowed); "
-                               f"the store holds the rest, see {report}")
+        raise ExtractionFailed(
+            f"{len(failures)} of {total} clips failed ({fraction:.0%} > {limit:.0%} allowed); "
+            f"the store holds the rest, see {report}"
+        )
     return summary
 
 

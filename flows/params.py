@@ -4,6 +4,7 @@ Every section is checked in full when the file is read, before any work starts: 
 value of the wrong type, is a ConfigError naming ``section.key`` and what is allowed. Each default lives in one
 place: the dataclasses here (run, demo, serve), features/config.py (extract) and selfmm/config.py (train).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -138,9 +139,13 @@ def parse_params(data: dict[str, Any]) -> Params:
     train = {str(name): section or {} for name, section in data.items() if str(name).startswith("train")}
     for name, section in train.items():
         TrainConfig.from_dict(section, name)
-    return Params(extract=extract, run=from_section(RunConfig, data.get("run"), "run"),
-                  demo=from_section(DemoConfig, data.get("demo"), "demo"),
-                  serve=from_section(ServeConfig, data.get("serve"), "serve"), train=train)
+    return Params(
+        extract=extract,
+        run=from_section(RunConfig, data.get("run"), "run"),
+        demo=from_section(DemoConfig, data.get("demo"), "demo"),
+        serve=from_section(ServeConfig, data.get("serve"), "serve"),
+        train=train,
+    )
 
 
 def deep_update(base: dict, overrides: dict | None) -> dict:

@@ -26,6 +26,7 @@ State per dataset, under ``models/d/`` (not tracked by git or DVC: it is what th
 The champion changes only in the last step, by one rename, so a retrain that fails anywhere leaves it as it was.
 ``rollback`` points it back at a kept release by the same rename.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -140,8 +141,9 @@ def retrain(dataset: str, stages: list[str] | None = None, force: bool = False) 
     with exclusive(paths.lock, f"retrain of {dataset}"):
         data_hash = annotations_hash(spec)
         if not force and data_hash == last_trained_hash(paths.history):
-            logger.info("%s: nothing to do, the annotations (%s) are those of the last retrain", dataset,
-                        data_hash[:12])
+            logger.info(
+                "%s: nothing to do, the annotations (%s) are those of the last retrain", dataset, data_hash[:12]
+            )
             return {"dataset": dataset, "decision": Decision.NOTHING_TO_DO, "data_hash": data_hash}
         record = {"time": _now(), "dataset": dataset, "data_hash": data_hash, "clips": len(spec.clips)}
         try:
@@ -162,12 +164,18 @@ def challenge(paths: DatasetPaths, stages: list[str]) -> dict:
     extract = feature_extract.with_options(task_runner=make_task_runner(load_params().run))
     summary = extract(dataset=paths.dataset, out=str(paths.features))
     dvc_repro(stages)
-    challenger = {"valid": valid_metrics(paths.model, paths.features),
-                  "test": json.loads(paths.metrics.read_text())["mean"],
-                  "model_md5": dvc_md5(paths.model)}
+    challenger = {
+        "valid": valid_metrics(paths.model, paths.features),
+        "test": json.loads(paths.metrics.read_text())["mean"],
+        "model_md5": dvc_md5(paths.model),
+    }
     champion = champion_metrics(paths)
-    body = {"extraction": {k: summary[k] for k in ("extracted", "cached", "failed")},
-            "metric": f"valid {METRIC}, lower is better", "challenger": challenger, "champion": champion}
+    body = {
+        "extraction": {k: summary[k] for k in ("extracted", "cached", "failed")},
+        "metric": f"valid {METRIC}, lower is better",
+        "challenger": challenger,
+        "champion": champion,
+    }
     new = challenger["valid"][METRIC]
     if champion is None:
         return {**body, "decision": Decision.PROMOTED, "reason": "no champion yet"}
@@ -175,8 +183,11 @@ def challenge(paths: DatasetPaths, stages: list[str]) -> dict:
     old = math.nan if old is None else old  # stored records hold NaN as null
     if better(new, old):
         return {**body, "decision": Decision.PROMOTED, "reason": f"valid {METRIC} {new:.4f} < champion's {old:.4f}"}
-    return {**body, "decision": Decision.KEPT,
-            "reason": f"valid {METRIC} {new:.4f} is not below the champion's {old:.4f}"}
+    return {
+        **body,
+        "decision": Decision.KEPT,
+        "reason": f"valid {METRIC} {new:.4f} is not below the champion's {old:.4f}",
+    }
 
 
 def better(new: float, old: float) -> bool:
@@ -258,15 +269,23 @@ def dvc_repro(stages: list[str]) -> None:
             tail.append(line.rstrip())
             logger.info("dvc: %s", line.rstrip())
     if proc.returncode:
-        raise RetrainError(f"dvc repro --single-item {' '.join(stages)} failed (exit {proc.returncode}):\n"
-                           + "\n".join(tail))
+        raise RetrainError(
+            f"dvc repro --single-item {' '.join(stages)} failed (exit {proc.returncode}):\n" + "\n".join(tail)
+        )
 
 
 def dvc_md5(out: Path) -> str | None:
     """The hash the DVC lock file records for an output: the key of that exact model in the DVC cache."""
     with Repo(".") as repo:
-        return next((cast(HashInfo, o.hash_info).value for stage in repo.index.stages for o in stage.outs
-                     if Path(o.fs_path) == out.resolve()), None)
+        return next(
+            (
+                cast(HashInfo, o.hash_info).value
+                for stage in repo.index.stages
+                for o in stage.outs
+                if Path(o.fs_path) == out.resolve()
+            ),
+            None,
+        )
 
 
 def valid_metrics(model: Path, features: Path) -> dict[str, float]:
@@ -280,13 +299,20 @@ def champion_metrics(paths: DatasetPaths) -> dict | None:
     if not info_file.is_file():
         return None
     info = json.loads(info_file.read_text())
-    base = {"release": str(paths.champion.resolve().relative_to(paths.home.resolve())),
-            "promoted": info["time"], "data_hash": info["data_hash"], "test": info["challenger"]["test"]}
+    base = {
+        "release": str(paths.champion.resolve().relative_to(paths.home.resolve())),
+        "promoted": info["time"],
+        "data_hash": info["data_hash"],
+        "test": info["challenger"]["test"],
+    }
     try:
         return {**base, "valid": valid_metrics(paths.champion, paths.features), "basis": "current valid split"}
     except BundleError as err:
-        get_run_logger().warning("champion cannot read the current features (%s); comparing with the validation "
-                                 "metrics recorded at its promotion", err)
+        get_run_logger().warning(
+            "champion cannot read the current features (%s); comparing with the validation "
+            "metrics recorded at its promotion",
+            err,
+        )
         return {**base, "valid": info["challenger"]["valid"], "basis": "recorded at promotion"}
 
 
@@ -329,8 +355,11 @@ def prune_releases(paths: DatasetPaths, keep: int, spare: set[str] | frozenset[s
     link in ``models/<d>/`` points to, or one of ``spare`` (these two count among the ``keep``). The history is
     rewritten first so that no record names a pruned release, then each is renamed away and deleted, so a crash
     leaves no half release under its id. Returns the pruned ids."""
-    pointed = {link.resolve().name for link in paths.home.iterdir()
-               if link.is_symlink() and link.resolve().parent == paths.releases.resolve()}
+    pointed = {
+        link.resolve().name
+        for link in paths.home.iterdir()
+        if link.is_symlink() and link.resolve().parent == paths.releases.resolve()
+    }
     protected = pointed | set(spare)
     champion = current_release(paths)
     others = [r for r in list_releases(paths) if r != champion]
@@ -399,7 +428,7 @@ def champion_lineage(records: list[dict]) -> list[str | None]:
             if target is None:  # pruned since: what came before it is no longer known
                 lineage = [None]
             elif target in lineage:
-                del lineage[len(lineage) - lineage[::-1].index(target):]
+                del lineage[len(lineage) - lineage[::-1].index(target) :]
             else:
                 lineage.append(target)
     return lineage
@@ -422,24 +451,33 @@ def rollback(dataset: str, to: str | None = None) -> dict:
         if to is not None:
             target = Path(to).name
             if target not in kept or Path(to).parent.name not in ("", "releases"):
-                raise RetrainError(f"{dataset}: no release {to!r} in {paths.releases}; kept: "
-                                   f"{', '.join(kept)}")
+                raise RetrainError(f"{dataset}: no release {to!r} in {paths.releases}; kept: {', '.join(kept)}")
             reason = "the release asked for (--to)"
         else:
             lineage = champion_lineage(read_history(paths.history))
             if len(lineage) < 2 or lineage[-1] != current:
-                raise RetrainError(f"{dataset}: the history names no champion before {current}, nothing to roll "
-                                   f"back to; choose a release with --to ({', '.join(kept)})")
+                raise RetrainError(
+                    f"{dataset}: the history names no champion before {current}, nothing to roll "
+                    f"back to; choose a release with --to ({', '.join(kept)})"
+                )
             target = lineage[-2]
             if target not in kept:
-                raise RetrainError(f"{dataset}: the champion before {current} was pruned (params serve."
-                                   f"keep_releases); choose a kept release with --to ({', '.join(kept)})")
+                raise RetrainError(
+                    f"{dataset}: the champion before {current} was pruned (params serve."
+                    f"keep_releases); choose a kept release with --to ({', '.join(kept)})"
+                )
             reason = "back to the champion before the current one"
         if target == current:
             raise RetrainError(f"{dataset}: release {target} is already the champion, nothing to roll back")
         _point_champion(paths, target)
-        record = {"time": _now(), "dataset": dataset, "decision": ROLLED_BACK, "release": f"releases/{target}",
-                  "previous": f"releases/{current}", "reason": reason}
+        record = {
+            "time": _now(),
+            "dataset": dataset,
+            "decision": ROLLED_BACK,
+            "release": f"releases/{target}",
+            "previous": f"releases/{current}",
+            "reason": reason,
+        }
         append_history(paths.history, record)
         return record
 

@@ -6,6 +6,7 @@ The server is the one ``PREFECT_API_URL`` names (it must answer), else one alrea
 SIGTERM stops the runner, ends flow runs still going, and stops the server if this command started it; nothing
 is left behind.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -90,8 +91,10 @@ def prefect_api(port: int) -> Iterator[PrefectAPI]:
     configured = PREFECT_API_URL.value()
     if configured:
         if not healthy(configured):
-            raise ServeError(f"no Prefect server answers at PREFECT_API_URL={configured}: start it, or unset "
-                             f"PREFECT_API_URL and `selfmm serve` starts one on {LOOPBACK}")
+            raise ServeError(
+                f"no Prefect server answers at PREFECT_API_URL={configured}: start it, or unset "
+                f"PREFECT_API_URL and `selfmm serve` starts one on {LOOPBACK}"
+            )
         yield PrefectAPI(configured, None)
         return
     url = f"http://{LOOPBACK}:{port}/api"
@@ -99,8 +102,10 @@ def prefect_api(port: int) -> Iterator[PrefectAPI]:
         yield PrefectAPI(url, None)
         return
     if _port_taken(port):
-        raise ServeError(f"{LOOPBACK}:{port} is taken by something that is not a Prefect server; "
-                         f"choose another port (selfmm serve --port, or params serve.port)")
+        raise ServeError(
+            f"{LOOPBACK}:{port} is taken by something that is not a Prefect server; "
+            f"choose another port (selfmm serve --port, or params serve.port)"
+        )
     with prefect_server(Path(os.environ.get("PREFECT_HOME") or ".prefect"), port) as server:
         yield PrefectAPI(url, server)
 
@@ -110,14 +115,23 @@ def prefect_server(home: Path, port: int, timeout: float = STARTUP_TIMEOUT) -> I
     """``prefect server start`` on 127.0.0.1:port with ``home`` as PREFECT_HOME, in its own process group, which
     is stopped, all of it, on exit. Its log is ``home/server.log``."""
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PREFECT_HOME": str(home.resolve()), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home.resolve()),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
     env.pop("PREFECT_API_URL", None)
     log_path = home / "server.log"
     with open(log_path, "ab") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", LOOPBACK, "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
     try:
         _wait_healthy(f"http://{LOOPBACK}:{port}/api", server, timeout, log_path)
         yield server
@@ -131,8 +145,9 @@ def _wait_healthy(url: str, server: subprocess.Popen, timeout: float, log_path: 
     while not healthy(url):
         if server.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:]
-            raise ServeError(f"prefect server exited with code {server.returncode} before answering; "
-                             f"{log_path}:\n{tail}")
+            raise ServeError(
+                f"prefect server exited with code {server.returncode} before answering; {log_path}:\n{tail}"
+            )
         if time.monotonic() > deadline:
             raise ServeError(f"prefect server did not answer at {url} within {timeout:.0f} s; see {log_path}")
         time.sleep(0.5)
@@ -194,6 +209,10 @@ def banner(api: PrefectAPI, deployments: list[RunnerDeployment]) -> str:
         when = "; ".join(f"cron '{c.cron}' ({c.timezone})" for c in crons)
         lines.append(f"  {name:<{width}}  {when}".rstrip())
     example = names[0]
-    lines += ["Run one from another shell:", f"  export PREFECT_API_URL={api.url}",
-              f"  prefect deployment run {example} --watch", "Ctrl-C stops serving."]
+    lines += [
+        "Run one from another shell:",
+        f"  export PREFECT_API_URL={api.url}",
+        f"  prefect deployment run {example} --watch",
+        "Ctrl-C stops serving.",
+    ]
     return "\n".join(lines)

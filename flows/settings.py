@@ -1,4 +1,5 @@
 """Process-wide defaults set before Prefect or transformers are imported: offline, no telemetry, local state."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The ``train`` and ``evaluate`` flows: Self-MM on a feature store, driven by params.yaml's ``train`` section."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,9 @@ def train_config(params: Params, overrides: dict | None = None, section: str = "
 
 
 @flow(name="train")
-def train_flow(features: str, out: str, overrides: dict | None = None, params_file: str | None = None,
-               section: str = "train") -> dict:
+def train_flow(
+    features: str, out: str, overrides: dict | None = None, params_file: str | None = None, section: str = "train"
+) -> dict:
     """Train one model per seed on ``features`` and write the bundle to ``out``."""
     from selfmm.trainer import train
 
@@ -25,8 +27,9 @@ def train_flow(features: str, out: str, overrides: dict | None = None, params_fi
     logger.info("training on %s with seeds %s (text model %s)", features, config.seeds, config.text_model)
     result = train(features, out, config)
     for seed in result.seeds:
-        logger.info("seed %d: best epoch %d of %d, valid L1 %.4f", seed.seed, seed.best_epoch, seed.epochs,
-                    seed.valid_loss)
+        logger.info(
+            "seed %d: best epoch %d of %d, valid L1 %.4f", seed.seed, seed.best_epoch, seed.epochs, seed.valid_loss
+        )
     return {"model": str(Path(out)), "selected_seed": result.selected_seed, "mean": result.mean, "std": result.std}
 
 

@@ -7,6 +7,7 @@ bundle folder, ``load_bundle`` reads one back, ``evaluate`` scores it on a split
 The names load on first use: ``selfmm.config`` and ``selfmm.numerics`` must be importable without torch, since
 portable numerics are set before torch is first imported (selfmm/numerics.py).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -18,8 +19,14 @@ if TYPE_CHECKING:
     from selfmm.predict import evaluate, predict_clips, predict_store
     from selfmm.trainer import train
 
-_HOMES = {"TrainConfig": "selfmm.config", "load_bundle": "selfmm.bundle", "evaluate": "selfmm.predict",
-          "predict_clips": "selfmm.predict", "predict_store": "selfmm.predict", "train": "selfmm.trainer"}
+_HOMES = {
+    "TrainConfig": "selfmm.config",
+    "load_bundle": "selfmm.bundle",
+    "evaluate": "selfmm.predict",
+    "predict_clips": "selfmm.predict",
+    "predict_store": "selfmm.predict",
+    "train": "selfmm.trainer",
+}
 __all__ = ["TrainConfig", "evaluate", "load_bundle", "predict_clips", "predict_store", "train"]
 
 

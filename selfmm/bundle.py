@@ -11,6 +11,7 @@ Every seed's weights are kept, so ``evaluate`` reports per-seed metrics and mean
 Single-model prediction uses the *selected* seed: the one with the lowest validation loss (never test).
 Weights are safetensors, so loading never unpickles anything.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,8 +81,11 @@ class Bundle:
         """Refuse a store extracted otherwise than the training features (another config, feature code,
         library version or model file)."""
         if self.info["feature_config_hash"] != store.feature_config_hash:
-            self._refuse(str(store.path), self.differences(store.provenance),
-                         f"feature hash {store.feature_config_hash!r}, trained on {self.info['feature_config_hash']!r}")
+            self._refuse(
+                str(store.path),
+                self.differences(store.provenance),
+                f"feature hash {store.feature_config_hash!r}, trained on {self.info['feature_config_hash']!r}",
+            )
 
     def check_provenance(self, provenance: dict[str, ModalityProvenance], what: str) -> None:
         """Refuse features made here (``selfmm predict``) by other extractors than the training features."""
@@ -99,14 +103,19 @@ class Bundle:
                 continue
             for part, ours in (("config", given.config), ("identity", given.identity)):
                 theirs = trained.get(part, {})
-                out += [f"{modality}.{part}.{key}: trained {theirs.get(key)!r}, given {ours.get(key)!r}"
-                        for key in sorted(set(theirs) | set(ours)) if theirs.get(key) != ours.get(key)]
+                out += [
+                    f"{modality}.{part}.{key}: trained {theirs.get(key)!r}, given {ours.get(key)!r}"
+                    for key in sorted(set(theirs) | set(ours))
+                    if theirs.get(key) != ours.get(key)
+                ]
         return out
 
     def _refuse(self, what: str, differences: list[str], fallback: str = "") -> None:
-        raise BundleError(f"{what} was made otherwise than the features the model in {self.path} was trained on "
-                          f"({'; '.join(differences) or fallback}): re-extract with the bundle's provenance, "
-                          "or retrain")
+        raise BundleError(
+            f"{what} was made otherwise than the features the model in {self.path} was trained on "
+            f"({'; '.join(differences) or fallback}): re-extract with the bundle's provenance, "
+            "or retrain"
+        )
 
 
 def save_weights(path: Path, seed: int, state: dict[str, torch.Tensor]) -> None:
@@ -116,8 +125,14 @@ def save_weights(path: Path, seed: int, state: dict[str, torch.Tensor]) -> None:
         save_file({k: v.contiguous() for k, v in state.items()}, tmp)
 
 
-def save_bundle(path: Path, config: TrainConfig, store: FeatureStore, dims: dict[str, int],
-                text_encoder: PreTrainedModel, valid_loss: dict[int, float]) -> Bundle:
+def save_bundle(
+    path: Path,
+    config: TrainConfig,
+    store: FeatureStore,
+    dims: dict[str, int],
+    text_encoder: PreTrainedModel,
+    valid_loss: dict[int, float],
+) -> Bundle:
     """Complete a bundle whose seeds' weights are saved: the selected seed has the lowest validation loss."""
     missing = [s for s in valid_loss if not (path / "weights" / f"seed_{s}.safetensors").is_file()]
     if missing:

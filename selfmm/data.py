@@ -12,6 +12,7 @@ zero rows and stay in the sequence (the face mask is informational), as the refe
 also keep zero frames inside a clip. A clip with no audio or no vision frames gets one zero frame and
 length 1, so that there is a state to read: its LSTM state then comes from a zero input.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -73,8 +74,15 @@ class ClipDataset(Dataset):
     them); any other NaN or infinity is an error.
     """
 
-    def __init__(self, keys: Sequence[str], read: Callable[[str], Clip], dims: dict[str, int],
-                 in_memory: bool = True, require_labels: bool = True, source: str = ""):
+    def __init__(
+        self,
+        keys: Sequence[str],
+        read: Callable[[str], Clip],
+        dims: dict[str, int],
+        in_memory: bool = True,
+        require_labels: bool = True,
+        source: str = "",
+    ):
         self.keys = list(keys)
         self.dims = dims
         self._read = read
@@ -94,8 +102,14 @@ class ClipDataset(Dataset):
         self.max_token_ids = np.array(top_ids, dtype=np.int64)  # to check against the BERT's vocabulary
 
     @classmethod
-    def from_store(cls, store: FeatureStore, split: str | None, dims: dict[str, int], in_memory: bool = True,
-                   require_labels: bool = True) -> ClipDataset:
+    def from_store(
+        cls,
+        store: FeatureStore,
+        split: str | None,
+        dims: dict[str, int],
+        in_memory: bool = True,
+        require_labels: bool = True,
+    ) -> ClipDataset:
         """The clips of ``split`` (None: all clips) in store order."""
         keys = store.keys(split)
         if not keys:
@@ -129,9 +143,14 @@ class ClipDataset(Dataset):
         label = float(clip.label)
         if self._require_labels and not np.isfinite(label):
             raise DataError(f"{where}: label is {label} (a finite multimodal label is needed)")
-        return Item(i, torch.as_tensor(np.asarray(clip.input_ids, dtype=np.int64)),
-                    torch.as_tensor(np.asarray(clip.attention_mask, dtype=np.int64)),
-                    torch.from_numpy(audio), torch.from_numpy(vision), label)
+        return Item(
+            i,
+            torch.as_tensor(np.asarray(clip.input_ids, dtype=np.int64)),
+            torch.as_tensor(np.asarray(clip.attention_mask, dtype=np.int64)),
+            torch.from_numpy(audio),
+            torch.from_numpy(vision),
+            label,
+        )
 
 
 def _frames(values: np.ndarray, dim: int, name: str, where: str) -> np.ndarray:
@@ -170,10 +189,16 @@ def collate(items: Sequence[Item], fixed_padding: Sequence[int] | None = None) -
     mask, _ = _pad([x.attention_mask for x in items], min_tokens)
     audio, audio_lengths = _pad([x.audio for x in items], min_audio)
     vision, vision_lengths = _pad([x.vision for x in items], min_vision)
-    return Batch(input_ids=ids, attention_mask=mask, audio=audio, audio_lengths=audio_lengths.clamp(min=1),
-                 vision=vision, vision_lengths=vision_lengths.clamp(min=1),
-                 labels=torch.tensor([x.label for x in items], dtype=torch.float32),
-                 index=torch.tensor([x.index for x in items], dtype=torch.long))
+    return Batch(
+        input_ids=ids,
+        attention_mask=mask,
+        audio=audio,
+        audio_lengths=audio_lengths.clamp(min=1),
+        vision=vision,
+        vision_lengths=vision_lengths.clamp(min=1),
+        labels=torch.tensor([x.label for x in items], dtype=torch.float32),
+        index=torch.tensor([x.index for x in items], dtype=torch.long),
+    )
 
 
 def _pad(seqs: Sequence[torch.Tensor], min_length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,7 +207,7 @@ def _pad(seqs: Sequence[torch.Tensor], min_length: int) -> tuple[torch.Tensor, t
     width = max(int(lengths.max()), min_length, 1)
     out = seqs[0].new_zeros((len(seqs), width) + tuple(seqs[0].shape[1:]))
     for row, s in enumerate(seqs):
-        out[row, :len(s)] = s
+        out[row, : len(s)] = s
     return out, lengths
 
 
@@ -195,8 +220,14 @@ class BatchOrder(Sampler[list[int]]):
     off by default.
     """
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool,
-                 generator: torch.Generator | None = None, bucket: bool = False):
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        bucket: bool = False,
+    ):
         self.sizes = (lengths / np.maximum(lengths.mean(axis=0), 1)).sum(axis=1)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -211,17 +242,25 @@ class BatchOrder(Sampler[list[int]]):
         order = torch.randperm(n, generator=self.generator).tolist() if self.shuffle else list(range(n))
         if self.bucket:
             window = self.batch_size * BUCKET_BATCHES
-            order = [i for start in range(0, n, window)
-                     for i in sorted(order[start:start + window], key=lambda j: self.sizes[j])]
-        batches = [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+            order = [
+                i
+                for start in range(0, n, window)
+                for i in sorted(order[start : start + window], key=lambda j: self.sizes[j])
+            ]
+        batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         if self.bucket and self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
         return iter(batches)
 
 
-def make_loader(dataset: ClipDataset, batch_size: int, shuffle: bool = False,
-                generator: torch.Generator | None = None, bucket: bool = False,
-                fixed_padding: Sequence[int] | None = None) -> DataLoader:
+def make_loader(
+    dataset: ClipDataset,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    bucket: bool = False,
+    fixed_padding: Sequence[int] | None = None,
+) -> DataLoader:
     """A single-process loader (the store handle is not shared with workers)."""
     order = BatchOrder(dataset.lengths, batch_size, shuffle, generator, bucket)
     return DataLoader(dataset, batch_sampler=order, collate_fn=lambda items: collate(items, fixed_padding))

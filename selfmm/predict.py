@@ -1,4 +1,5 @@
 """Running a trained Self-MM: predictions for stored or freshly extracted clips, and test-set evaluation."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence, Sized
@@ -61,25 +62,27 @@ def _predict(bundle: Bundle, dataset: ClipDataset, seed: int | None, device: str
     return {key: {task: float(preds[task][i]) for task in TASKS} for i, key in enumerate(dataset.keys)}
 
 
-def predict_clips(bundle: Bundle, clips: Sequence[Clip], seed: int | None = None,
-                  device: str = "cpu") -> dict[str, dict[str, float]]:
+def predict_clips(
+    bundle: Bundle, clips: Sequence[Clip], seed: int | None = None, device: str = "cpu"
+) -> dict[str, dict[str, float]]:
     """Clip key -> fused score ``M`` and unimodal scores ``T``, ``A``, ``V``. For freshly extracted clips
     (made with ``bundle.provenance``'s configs and ``bundle.text_model_dir``'s tokenizer); labels may be NaN."""
     return _predict(bundle, ClipDataset.from_clips(clips, bundle.dims), seed, device)
 
 
-def predict_store(model_dir: str | Path, features: str | Path, split: str | None = None,
-                  seed: int | None = None, device: str = "auto") -> dict[str, dict[str, float]]:
+def predict_store(
+    model_dir: str | Path, features: str | Path, split: str | None = None, seed: int | None = None, device: str = "auto"
+) -> dict[str, dict[str, float]]:
     """Predictions for the stored clips (of one split, or all) by one seed's model (default: selected)."""
     with FeatureStore(features) as store:
         bundle = load_bundle(model_dir, store)
-        dataset = ClipDataset.from_store(store, split, bundle.dims, fits_in_memory(store, bundle.config),
-                                         require_labels=False)
+        dataset = ClipDataset.from_store(
+            store, split, bundle.dims, fits_in_memory(store, bundle.config), require_labels=False
+        )
         return _predict(bundle, dataset, seed, device)
 
 
-def evaluate(model_dir: str | Path, features: str | Path, split: str = "test",
-             device: str = "auto") -> dict:
+def evaluate(model_dir: str | Path, features: str | Path, split: str = "test", device: str = "auto") -> dict:
     """Every seed's metrics on one split of a store, with mean and population std over seeds."""
     torch_device = resolve_device(device)
     with FeatureStore(features) as store:
@@ -91,6 +94,12 @@ def evaluate(model_dir: str | Path, features: str | Path, split: str = "test",
             preds = run_model(bundle.model(seed).to(torch_device), loader, torch_device, bundle.config.amp)
             per_seed[seed] = compute_metrics(bundle.config.metrics, preds["M"], dataset.labels)
     mean, std = mean_std(list(per_seed.values()))
-    return {"split": split, "clips": len(dataset), "metrics": bundle.config.metrics,
-            "selected_seed": bundle.selected_seed, "seeds": {str(s): m for s, m in per_seed.items()},
-            "mean": mean, "std": std}
+    return {
+        "split": split,
+        "clips": len(dataset),
+        "metrics": bundle.config.metrics,
+        "selected_seed": bundle.selected_seed,
+        "seeds": {str(s): m for s, m in per_seed.items()},
+        "mean": mean,
+        "std": std,
+    }

@@ -9,6 +9,7 @@ compare directly with what ``compute_metrics`` returns. Two sources per dataset:
 * ``paper``: the AAAI 2021 paper, as re-cited by two independent tables (Acc-2 and F1 as Has0/Non0;
   no Acc-5/Acc-7). Its F1 predates MMSA's fix of the F1 argument order; its SIMS row is unverified.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,28 +37,88 @@ _PAPER = "Yu et al., AAAI 2021 (as re-cited), mean of 5 runs"
 
 PUBLISHED: dict[str, tuple[PublishedResult, ...]] = {
     "mosi": (
-        PublishedResult("mosi", Source.MMSA, {
-            "Has0_acc_2": 0.8344, "Has0_F1_score": 0.8336, "Non0_acc_2": 0.8546, "Non0_F1_score": 0.8543,
-            "Mult_acc_5": 0.5347, "Mult_acc_7": 0.4667, "MAE": 0.7080, "Corr": 0.7963}, _MMSA),
-        PublishedResult("mosi", Source.PAPER, {
-            "Has0_acc_2": 0.8400, "Has0_F1_score": 0.8442, "Non0_acc_2": 0.8598, "Non0_F1_score": 0.8595,
-            "MAE": 0.713, "Corr": 0.798}, _PAPER, "F1 before the argument-order fix"),
+        PublishedResult(
+            "mosi",
+            Source.MMSA,
+            {
+                "Has0_acc_2": 0.8344,
+                "Has0_F1_score": 0.8336,
+                "Non0_acc_2": 0.8546,
+                "Non0_F1_score": 0.8543,
+                "Mult_acc_5": 0.5347,
+                "Mult_acc_7": 0.4667,
+                "MAE": 0.7080,
+                "Corr": 0.7963,
+            },
+            _MMSA,
+        ),
+        PublishedResult(
+            "mosi",
+            Source.PAPER,
+            {
+                "Has0_acc_2": 0.8400,
+                "Has0_F1_score": 0.8442,
+                "Non0_acc_2": 0.8598,
+                "Non0_F1_score": 0.8595,
+                "MAE": 0.713,
+                "Corr": 0.798,
+            },
+            _PAPER,
+            "F1 before the argument-order fix",
+        ),
     ),
     "mosei": (
-        PublishedResult("mosei", Source.MMSA, {
-            "Has0_acc_2": 0.8376, "Has0_F1_score": 0.8382, "Non0_acc_2": 0.8515, "Non0_F1_score": 0.8490,
-            "Mult_acc_5": 0.5553, "Mult_acc_7": 0.5387, "MAE": 0.5309, "Corr": 0.7649}, _MMSA),
-        PublishedResult("mosei", Source.PAPER, {
-            "Has0_acc_2": 0.8281, "Has0_F1_score": 0.8253, "Non0_acc_2": 0.8517, "Non0_F1_score": 0.8530,
-            "MAE": 0.530, "Corr": 0.765}, _PAPER, "F1 before the argument-order fix"),
+        PublishedResult(
+            "mosei",
+            Source.MMSA,
+            {
+                "Has0_acc_2": 0.8376,
+                "Has0_F1_score": 0.8382,
+                "Non0_acc_2": 0.8515,
+                "Non0_F1_score": 0.8490,
+                "Mult_acc_5": 0.5553,
+                "Mult_acc_7": 0.5387,
+                "MAE": 0.5309,
+                "Corr": 0.7649,
+            },
+            _MMSA,
+        ),
+        PublishedResult(
+            "mosei",
+            Source.PAPER,
+            {
+                "Has0_acc_2": 0.8281,
+                "Has0_F1_score": 0.8253,
+                "Non0_acc_2": 0.8517,
+                "Non0_F1_score": 0.8530,
+                "MAE": 0.530,
+                "Corr": 0.765,
+            },
+            _PAPER,
+            "F1 before the argument-order fix",
+        ),
     ),
     "sims": (
-        PublishedResult("sims", Source.MMSA, {
-            "Mult_acc_2": 0.8004, "Mult_acc_3": 0.6547, "Mult_acc_5": 0.4153, "F1_score": 0.8044,
-            "MAE": 0.4250, "Corr": 0.5952}, _MMSA),
-        PublishedResult("sims", Source.PAPER, {
-            "Mult_acc_2": 0.8074, "F1_score": 0.8078, "MAE": 0.419, "Corr": 0.616}, _PAPER,
-            "unverified, approximate"),
+        PublishedResult(
+            "sims",
+            Source.MMSA,
+            {
+                "Mult_acc_2": 0.8004,
+                "Mult_acc_3": 0.6547,
+                "Mult_acc_5": 0.4153,
+                "F1_score": 0.8044,
+                "MAE": 0.4250,
+                "Corr": 0.5952,
+            },
+            _MMSA,
+        ),
+        PublishedResult(
+            "sims",
+            Source.PAPER,
+            {"Mult_acc_2": 0.8074, "F1_score": 0.8078, "MAE": 0.419, "Corr": 0.616},
+            _PAPER,
+            "unverified, approximate",
+        ),
     ),
 }
 
@@ -95,8 +156,11 @@ def compare_table(dataset: str, ours: Mapping[str, float], ours_std: Mapping[str
             mine += f" ± {format_value(name, ours_std[name])}"
         body.append([name, mine, *(format_value(name, r.metrics.get(name)) for r in rows)])
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
-             for line in [header, *body]]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+        for line in [header, *body]
+    ]
     notes = [f"{r.source.value}: {r.citation}" + (f" ({r.note})" if r.note else "") for r in rows] or [
-        f"no published Self-MM numbers for {dataset!r} (known: {', '.join(PUBLISHED)})"]
+        f"no published Self-MM numbers for {dataset!r} (known: {', '.join(PUBLISHED)})"
+    ]
     return "\n".join([f"Self-MM on {dataset}: ours vs published", *lines, *notes])

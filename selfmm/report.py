@@ -3,6 +3,7 @@ unimodal labels recover the true ones, and the CSV tables DVC plots.
 
 Written by ``selfmm evaluate --report DIR``; ``metrics.json`` there is what ``dvc metrics show`` reads.
 """
+
 from __future__ import annotations
 
 import csv
@@ -46,8 +47,9 @@ def true_labels(store: FeatureStore, split: str = "train") -> dict[str, dict[str
     return {name: store.read_labels(split, name) for name in ["label", *(f"label_{m}" for m in MODALITIES)]}
 
 
-def unimodal_recovery(truth: dict[str, dict[str, float]],
-                      generated: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+def unimodal_recovery(
+    truth: dict[str, dict[str, float]], generated: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
     """Per modality: Pearson r of the generated label with the true unimodal label, beside the r of the
     multimodal label with it (what a model without label generation would use). Needs true T/A/V labels."""
     keys = [k for k in generated if k in truth["label"]]
@@ -56,13 +58,16 @@ def unimodal_recovery(truth: dict[str, dict[str, float]],
         true = np.array([truth[f"label_{m}"][k] for k in keys])
         if np.isnan(true).any():
             continue
-        out[m] = {"generated": pearson(np.array([generated[k][m] for k in keys]), true),
-                  "multimodal": pearson(np.array([truth["label"][k] for k in keys]), true)}
+        out[m] = {
+            "generated": pearson(np.array([generated[k][m] for k in keys]), true),
+            "multimodal": pearson(np.array([truth["label"][k] for k in keys]), true),
+        }
     return out
 
 
-def write_report(model_dir: str | Path, features: str | Path, out_dir: str | Path, split: str = "test",
-                 device: str = "auto") -> dict:
+def write_report(
+    model_dir: str | Path, features: str | Path, out_dir: str | Path, split: str = "test", device: str = "auto"
+) -> dict:
     """Evaluate every seed on ``split`` and write metrics.json plus the plot tables into ``out_dir``."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,18 +88,24 @@ def write_report(model_dir: str | Path, features: str | Path, out_dir: str | Pat
             "unimodal_recovery": unimodal_recovery(truth, generated),
         }
     _write_unimodal_table(out_dir / "unimodal_labels.csv", truth, generated)
-    _write_csv(out_dir / "predictions.csv", ["key", "label", "predicted", "T", "A", "V"],
-               [[k, labels[k], p["M"], p["T"], p["A"], p["V"]] for k, p in predictions.items()])
+    _write_csv(
+        out_dir / "predictions.csv",
+        ["key", "label", "predicted", "T", "A", "V"],
+        [[k, labels[k], p["M"], p["T"], p["A"], p["V"]] for k, p in predictions.items()],
+    )
     history = _read_history(model_dir / "history" / f"seed_{seed}.csv")
     _write_csv(out_dir / "loss.csv", ["epoch", "train_loss", "valid_loss"], history)
     atomic_write_text(out_dir / "metrics.json", json.dumps(strict_json(report), indent=2, sort_keys=True))
     return report
 
 
-def _write_unimodal_table(path: Path, truth: dict[str, dict[str, float]],
-                          generated: dict[str, dict[str, float]]) -> None:
-    rows = [[key, truth["label"][key]] + [v for m in MODALITIES for v in (truth[f"label_{m}"][key], gen[m])]
-            for key, gen in generated.items()]
+def _write_unimodal_table(
+    path: Path, truth: dict[str, dict[str, float]], generated: dict[str, dict[str, float]]
+) -> None:
+    rows = [
+        [key, truth["label"][key]] + [v for m in MODALITIES for v in (truth[f"label_{m}"][key], gen[m])]
+        for key, gen in generated.items()
+    ]
     header = ["key", "label"] + [f"{kind}_{m}" for m in MODALITIES for kind in ("true", "generated")]
     _write_csv(path, header, rows)
 

@@ -10,6 +10,7 @@ Output folder (also the bundle, see bundle.py)::
 The seconds per epoch go beside the folder (``<out>.timings.csv``): nothing in the bundle depends on the clock,
 so under portable numerics the same inputs give the same bundle bytes on any machine.
 """
+
 from __future__ import annotations
 
 import copy
@@ -91,18 +92,31 @@ def train(features: str | Path, out_dir: str | Path, config: TrainConfig) -> Tra
     return out
 
 
-def train_seed(seed: int, data: dict[str, ClipDataset], dims: dict[str, int], encoder: PreTrainedModel,
-               config: TrainConfig, device: torch.device) -> tuple[SeedResult, dict[str, torch.Tensor]]:
+def train_seed(
+    seed: int,
+    data: dict[str, ClipDataset],
+    dims: dict[str, int],
+    encoder: PreTrainedModel,
+    config: TrainConfig,
+    device: torch.device,
+) -> tuple[SeedResult, dict[str, torch.Tensor]]:
     """One seed from the pretrained BERT to the tested best checkpoint; returns its result and weights."""
     torch.manual_seed(seed)
     model = SelfMM(config, dims["audio"], dims["vision"], copy.deepcopy(encoder)).to(device)
     optimizer = make_optimizer(model, config)
     loaders = {
-        "train": make_loader(data["train"], config.batch_size, shuffle=True,
-                             generator=torch.Generator().manual_seed(seed), bucket=config.bucket_by_length,
-                             fixed_padding=config.fixed_padding),
-        **{split: make_loader(data[split], config.batch_size, fixed_padding=config.fixed_padding)
-           for split in ("valid", "test")},
+        "train": make_loader(
+            data["train"],
+            config.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+            bucket=config.bucket_by_length,
+            fixed_padding=config.fixed_padding,
+        ),
+        **{
+            split: make_loader(data[split], config.batch_size, fixed_padding=config.fixed_padding)
+            for split in ("valid", "test")
+        },
     }
     labels = torch.from_numpy(data["train"].labels).to(device)
     ulgm = ULGM(labels, model.feature_dims(), config.H, config.exclude_zero)
@@ -117,8 +131,10 @@ def train_seed(seed: int, data: dict[str, ClipDataset], dims: dict[str, int], en
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "train_seconds": seconds})
         log.info("seed %d epoch %d: train loss %.4f, valid L1 %.4f", seed, epoch, train_loss, valid_loss)
         if not math.isfinite(valid_loss):
-            raise FloatingPointError(f"seed {seed}, epoch {epoch}: validation loss is {valid_loss}; training "
-                                     "diverged (try lower learning rates)")
+            raise FloatingPointError(
+                f"seed {seed}, epoch {epoch}: validation loss is {valid_loss}; training "
+                "diverged (try lower learning rates)"
+            )
         if valid_loss <= best_loss - IMPROVEMENT:
             best_loss, best_epoch = valid_loss, epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -127,16 +143,29 @@ def train_seed(seed: int, data: dict[str, ClipDataset], dims: dict[str, int], en
     assert best_state is not None  # the first epoch's finite loss is always <= inf - IMPROVEMENT
     model.load_state_dict(best_state)
     preds = run_model(model, loaders["test"], device, config.amp)
-    result = SeedResult(seed, best_epoch, epoch, best_loss, compute_metrics(config.metrics, preds["M"],
-                                                                             data["test"].labels),
-                        history, {task: ulgm.labels[task].cpu().numpy() for task in TASKS})
+    result = SeedResult(
+        seed,
+        best_epoch,
+        epoch,
+        best_loss,
+        compute_metrics(config.metrics, preds["M"], data["test"].labels),
+        history,
+        {task: ulgm.labels[task].cpu().numpy() for task in TASKS},
+    )
     log.info("seed %d: best epoch %d of %d, test %s", seed, best_epoch, epoch, result.test)
     return result, best_state
 
 
 @torch.enable_grad()  # whatever a caller or a library (py-feat does) left switched off
-def train_epoch(model: SelfMM, loader, ulgm: ULGM, optimizer: torch.optim.Optimizer, epoch: int,
-                config: TrainConfig, device: torch.device) -> float:
+def train_epoch(
+    model: SelfMM,
+    loader,
+    ulgm: ULGM,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    config: TrainConfig,
+    device: torch.device,
+) -> float:
     """One pass over the training data; returns the mean total loss per batch.
 
     Gradients of ``update_epochs`` consecutive batches are summed before one step. As in the reference,
@@ -179,18 +208,35 @@ NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 def make_optimizer(model: SelfMM, config: TrainConfig) -> torch.optim.Adam:
     """Adam (L2 weight decay coupled into the gradient, not AdamW) over the reference's five groups."""
     bert = list(model.text_encoder.named_parameters())
-    return torch.optim.Adam([
-        {"params": [p for n, p in bert if not any(nd in n for nd in NO_DECAY)],
-         "lr": config.learning_rate_bert, "weight_decay": config.weight_decay_bert},
-        {"params": [p for n, p in bert if any(nd in n for nd in NO_DECAY)],
-         "lr": config.learning_rate_bert, "weight_decay": 0.0},
-        {"params": list(model.audio_model.parameters()),
-         "lr": config.learning_rate_audio, "weight_decay": config.weight_decay_audio},
-        {"params": list(model.video_model.parameters()),
-         "lr": config.learning_rate_video, "weight_decay": config.weight_decay_video},
-        {"params": list(model.heads.parameters()),
-         "lr": config.learning_rate_other, "weight_decay": config.weight_decay_other},
-    ])
+    return torch.optim.Adam(
+        [
+            {
+                "params": [p for n, p in bert if not any(nd in n for nd in NO_DECAY)],
+                "lr": config.learning_rate_bert,
+                "weight_decay": config.weight_decay_bert,
+            },
+            {
+                "params": [p for n, p in bert if any(nd in n for nd in NO_DECAY)],
+                "lr": config.learning_rate_bert,
+                "weight_decay": 0.0,
+            },
+            {
+                "params": list(model.audio_model.parameters()),
+                "lr": config.learning_rate_audio,
+                "weight_decay": config.weight_decay_audio,
+            },
+            {
+                "params": list(model.video_model.parameters()),
+                "lr": config.learning_rate_video,
+                "weight_decay": config.weight_decay_video,
+            },
+            {
+                "params": list(model.heads.parameters()),
+                "lr": config.learning_rate_other,
+                "weight_decay": config.weight_decay_other,
+            },
+        ]
+    )
 
 
 def l1(pred: np.ndarray, true: np.ndarray) -> float:
@@ -221,8 +267,11 @@ def _deterministic(enabled: bool) -> Iterator[None]:
         yield
         return
     with _env_default("CUBLAS_WORKSPACE_CONFIG", ":4096:8"):  # cuBLAS needs this to be deterministic
-        saved = (torch.are_deterministic_algorithms_enabled(),
-                 torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+        saved = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark,
+        )
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         try:
@@ -259,20 +308,26 @@ def _check_text_model(store: FeatureStore, config: TrainConfig) -> None:
     ours = vocabulary_of(config.text_model)
     if theirs and ours:
         if theirs != ours:
-            raise DataError(f"{store.path}: text was tokenised for {made_with!r}, whose vocabulary is not that of "
-                            f"text_model {config.text_model!r}; set text_model to a BERT with the same vocabulary "
-                            "or re-extract the text")
+            raise DataError(
+                f"{store.path}: text was tokenised for {made_with!r}, whose vocabulary is not that of "
+                f"text_model {config.text_model!r}; set text_model to a BERT with the same vocabulary "
+                "or re-extract the text"
+            )
     elif resolve_model(made_with) != resolve_model(config.text_model):
-        raise DataError(f"{store.path}: text was tokenised for {made_with!r}, but text_model is "
-                        f"{config.text_model!r}; set text_model to {made_with!r} or re-extract the text")
+        raise DataError(
+            f"{store.path}: text was tokenised for {made_with!r}, but text_model is "
+            f"{config.text_model!r}; set text_model to {made_with!r} or re-extract the text"
+        )
 
 
 def _check_vocabulary(data: dict[str, ClipDataset], vocab_size: int, store: FeatureStore) -> None:
     for split, dataset in data.items():
         i = int(dataset.max_token_ids.argmax())
         if dataset.max_token_ids[i] >= vocab_size:
-            raise DataError(f"{store.path}: clip {dataset.keys[i]!r} ({split}) has token id "
-                            f"{dataset.max_token_ids[i]}, beyond the text model's vocabulary of {vocab_size}")
+            raise DataError(
+                f"{store.path}: clip {dataset.keys[i]!r} ({split}) has token id "
+                f"{dataset.max_token_ids[i]}, beyond the text model's vocabulary of {vocab_size}"
+            )
 
 
 def _write_outputs(result: TrainResult, train_keys: list[str], config: TrainConfig) -> None:
@@ -292,8 +347,10 @@ def _write_outputs(result: TrainResult, train_keys: list[str], config: TrainConf
         "config": config.to_dict(),
         "metrics": config.metrics,
         "selected_seed": result.selected_seed,
-        "seeds": [{"seed": r.seed, "best_epoch": r.best_epoch, "epochs": r.epochs, "valid_loss": r.valid_loss,
-                   "test": r.test} for r in result.seeds],
+        "seeds": [
+            {"seed": r.seed, "best_epoch": r.best_epoch, "epochs": r.epochs, "valid_loss": r.valid_loss, "test": r.test}
+            for r in result.seeds
+        ],
         "mean": result.mean,
         "std": result.std,
     }

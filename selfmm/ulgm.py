@@ -10,6 +10,7 @@ Per training batch the trainer calls ``targets`` (labels for the loss, before an
 backward pass, ``step``: update this batch's labels (epoch > 1) with the centres of the previous batch,
 write the batch's features into the memory, recompute all centres.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,9 @@ EPS = 1e-8
 UNIMODAL = ("T", "A", "V")
 
 
-def class_centres(memory: torch.Tensor, labels: torch.Tensor,
-                  exclude_zero: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def class_centres(
+    memory: torch.Tensor, labels: torch.Tensor, exclude_zero: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Means of the memory rows with a positive and with a negative label.
 
     Positive is ``label >= 0`` as in the reference trainer; ``exclude_zero`` makes it ``> 0`` (MMSA v2),

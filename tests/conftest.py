@@ -1,5 +1,6 @@
 """Shared fixtures (real MOSI clips as a small dataset, a real Prefect server, one torch thread) and the
 ``shared_data`` marker: tests that read ../shared/data skip, saying what is missing, where it is absent."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("shared_data") and not (MOSI_MEDIA.is_dir() and (SHARED / "mosei").is_dir()):
-        pytest.skip(f"shared_data: the real MOSI/MOSEI files are not at {SHARED} (../shared/data beside the "
-                    "repository); this test needs them")
+        pytest.skip(
+            f"shared_data: the real MOSI/MOSEI files are not at {SHARED} (../shared/data beside the "
+            "repository); this test needs them"
+        )
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Packaging: pyproject.toml declares what the code imports, in ranges that hold requirements.lock's versions,
 and the lock is hash-checked (setup.sh installs it with --require-hashes)."""
+
 from __future__ import annotations
 
 import ast
@@ -64,16 +65,18 @@ def test_every_direct_import_is_declared():
 def test_pytest_is_a_dev_dependency_only():
     runtime = {canonicalize_name(Requirement(r).name) for r in PROJECT["dependencies"]}
     assert "pytest" not in runtime
-    assert {"pytest", "ruff", "basedpyright"} <= {canonicalize_name(Requirement(r).name)
-                                                  for r in PROJECT["optional-dependencies"]["dev"]}
+    assert {"pytest", "ruff", "basedpyright"} <= {
+        canonicalize_name(Requirement(r).name) for r in PROJECT["optional-dependencies"]["dev"]
+    }
 
 
 def test_declared_ranges_hold_the_locked_versions():
     pins = locked()
     for name, req in declared().items():
         assert name in pins, f"{name} is declared in pyproject.toml but not pinned in requirements.lock"
-        assert req.specifier.contains(pins[name], prereleases=True), \
+        assert req.specifier.contains(pins[name], prereleases=True), (
             f"requirements.lock pins {name}=={pins[name]}, outside pyproject.toml's {req}"
+        )
 
 
 def test_one_opencv_distribution():

@@ -3,6 +3,7 @@
 ``load_dataset`` reads any layout we support: the MMSA layout (``mmsa_layout``), the CMU releases with whole
 videos and segment times (``cmu``, with the standard ``folds``). ``demo/`` generates the built-in demo corpus.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

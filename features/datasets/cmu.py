@@ -24,6 +24,7 @@ number, range, zero-length or duplicate), ``folds`` (video in no standard fold),
 the expected ``Raw/<video_id>.mp4``; text: empty), so the label files can be parsed and counted without the
 videos, which are not redistributable.
 """
+
 from __future__ import annotations
 
 import csv
@@ -59,8 +60,10 @@ class CmuDataset(str, Enum):
     MOSEI = "mosei"
 
 
-SEGMENT_FILES = {CmuDataset.MOSI: ("OpinionLevelSentiment.csv",),
-                 CmuDataset.MOSEI: ("CMU_MOSEI_Labels_csd_dump.csv", "CMU_MOSEI_Labels.csd")}
+SEGMENT_FILES = {
+    CmuDataset.MOSI: ("OpinionLevelSentiment.csv",),
+    CmuDataset.MOSEI: ("CMU_MOSEI_Labels_csd_dump.csv", "CMU_MOSEI_Labels.csd"),
+}
 MOSEI_COLUMNS = ("id", "interval_start", "interval_end", "feature_0")
 
 
@@ -107,8 +110,9 @@ def detect_cmu(root: Path) -> tuple[CmuDataset, Path] | None:
     return None
 
 
-def load_cmu(root: str | Path, name: str | None = None, *, require_media: bool = True,
-             require_text: bool = True) -> DatasetSpec:
+def load_cmu(
+    root: str | Path, name: str | None = None, *, require_media: bool = True, require_text: bool = True
+) -> DatasetSpec:
     """Read a CMU-layout dataset folder (see module docstring) into source videos and their segments."""
     root = Path(root)
     detected = detect_cmu(root)
@@ -120,13 +124,17 @@ def load_cmu(root: str | Path, name: str | None = None, *, require_media: bool =
     segments, rejected = read(segment_file)
     transcripts = read_transcripts(root, exclude=segment_file)
     if require_text and not transcripts.sources:
-        raise DatasetError(f"{root}: no transcript file found (see features.datasets.cmu for the accepted files); "
-                           "pass require_text=False to read the labels alone")
+        raise DatasetError(
+            f"{root}: no transcript file found (see features.datasets.cmu for the accepted files); "
+            "pass require_text=False to read the labels alone"
+        )
     fold_source = find_folds(root)
     folds = read_folds(fold_source) if fold_source else {}
     if not folds and not transcripts.splits:
-        raise DatasetError(f"{root}: no standard folds (std_folds_{{train,valid,test}}.txt or the SDK's "
-                           "cmu_*_std_folds.py) and no split column in the transcripts")
+        raise DatasetError(
+            f"{root}: no standard folds (std_folds_{{train,valid,test}}.txt or the SDK's "
+            "cmu_*_std_folds.py) and no split column in the transcripts"
+        )
     seen: set[str] = set()
     by_video: dict[str, list[ClipSpec]] = {}
     media: dict[str, Path | None] = {}
@@ -138,23 +146,47 @@ def load_cmu(root: str | Path, name: str | None = None, *, require_media: bool =
             continue
         split = folds.get(clip.video_id) if folds else transcripts.splits.get((clip.video_id, clip.clip_id))
         if split is None:
-            rejected.append(_failure(seg, Stage.FOLDS, f"{seg.where}: video {clip.video_id!r} is in no "
-                                     f"standard fold ({fold_source or 'transcript split column'})"))
+            rejected.append(
+                _failure(
+                    seg,
+                    Stage.FOLDS,
+                    f"{seg.where}: video {clip.video_id!r} is in no "
+                    f"standard fold ({fold_source or 'transcript split column'})",
+                )
+            )
             continue
         text = transcripts.text(clip.video_id, clip.clip_id, clip.start, clip.end)
         if text is None and require_text:
-            rejected.append(_failure(seg, Stage.TEXT, f"{seg.where}: no transcript for this segment in "
-                                     f"{', '.join(str(p) for p in transcripts.sources)}"))
+            rejected.append(
+                _failure(
+                    seg,
+                    Stage.TEXT,
+                    f"{seg.where}: no transcript for this segment in {', '.join(str(p) for p in transcripts.sources)}",
+                )
+            )
             continue
         if clip.video_id not in media:
             media[clip.video_id] = _find_source_video(root, clip.video_id)
         if media[clip.video_id] is None and require_media:
-            rejected.append(_failure(seg, Stage.MEDIA, f"{seg.where}: no source video {clip.video_id}.* in "
-                                     f"{', '.join(VIDEO_DIRS)} under {root}"))
+            rejected.append(
+                _failure(
+                    seg,
+                    Stage.MEDIA,
+                    f"{seg.where}: no source video {clip.video_id}.* in {', '.join(VIDEO_DIRS)} under {root}",
+                )
+            )
             continue
         by_video.setdefault(clip.video_id, []).append(
-            ClipSpec(video_id=clip.video_id, clip_id=clip.clip_id, text=text or "", label=clip.label, split=split,
-                     start=clip.start, end=clip.end))
+            ClipSpec(
+                video_id=clip.video_id,
+                clip_id=clip.clip_id,
+                text=text or "",
+                label=clip.label,
+                split=split,
+                start=clip.start,
+                end=clip.end,
+            )
+        )
     sources = [SourceVideo(media=media[v] or root / "Raw" / f"{v}.mp4", clips=clips) for v, clips in by_video.items()]
     return DatasetSpec(name=name or kind.value, root=root, sources=sources, rejected=rejected)
 
@@ -172,8 +204,9 @@ def _validate(seg: Segment, seen: set[str], bound: float | None) -> ClipSpec:
         raise ValueError(f"start {seg.start!r}, end {seg.end!r} and label {seg.label!r} must all be numbers")
     if end <= max(start, 0.0):
         raise ValueError(f"zero-length segment (start {start}, end {end})")
-    clip = ClipSpec(video_id=seg.video_id, clip_id=seg.clip_id, text="", label=label, split="",
-                    start=max(start, 0.0), end=end)
+    clip = ClipSpec(
+        video_id=seg.video_id, clip_id=seg.clip_id, text="", label=label, split="", start=max(start, 0.0), end=end
+    )
     check_in_range(clip, bound)
     if clip.key in seen:
         raise ValueError(f"duplicate segment {clip.key!r}")
@@ -191,8 +224,14 @@ def _read_mosi(path: Path) -> tuple[list[Segment], list[Failure]]:
             where = f"{path.name}:{line}"
             if len(row) != 5:
                 video = row[2].strip() if len(row) > 2 else ""
-                rejected.append(Failure(video=video, clip="", stage=Stage.LABELS, error=(
-                    f"{where}: expected 5 columns (start, end, video, segment, sentiment), got {len(row)}")))
+                rejected.append(
+                    Failure(
+                        video=video,
+                        clip="",
+                        stage=Stage.LABELS,
+                        error=(f"{where}: expected 5 columns (start, end, video, segment, sentiment), got {len(row)}"),
+                    )
+                )
                 continue
             start, end, video, segment, label = (cell.strip() for cell in row)
             segments.append(Segment(video, segment, start, end, label, where))
@@ -206,16 +245,25 @@ def _read_mosei(path: Path) -> tuple[list[Segment], list[Failure]]:
         reader = csv.DictReader(f)
         missing = [c for c in MOSEI_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise DatasetError(f"{path}: missing column(s) {', '.join(missing)} "
-                               f"(has: {', '.join(reader.fieldnames or [])})")
+            raise DatasetError(
+                f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(reader.fieldnames or [])})"
+            )
         rows = list(reader)
     segments, counts = [], {}
     for line, row in enumerate(rows, start=2):
         video = (row["id"] or "").strip()
         index = counts.get(video, 0)
         counts[video] = index + 1
-        segments.append(Segment(video, str(index), row["interval_start"] or "", row["interval_end"] or "",
-                                row["feature_0"] or "", f"{path.name}:{line}"))
+        segments.append(
+            Segment(
+                video,
+                str(index),
+                row["interval_start"] or "",
+                row["interval_end"] or "",
+                row["feature_0"] or "",
+                f"{path.name}:{line}",
+            )
+        )
     return segments, []
 
 
@@ -229,11 +277,20 @@ def _read_mosei_csd(path: Path) -> tuple[list[Segment], list[Failure]]:
             for video, group in sequence["data"].items():
                 intervals, features = group["intervals"][()], group["features"][()]
                 for index, ((start, end), label) in enumerate(zip(intervals, features[:, 0])):
-                    segments.append(Segment(video, str(index), repr(float(start)), repr(float(end)),
-                                            repr(float(label)), f"{path.name}:data/{video}[{index}]"))
+                    segments.append(
+                        Segment(
+                            video,
+                            str(index),
+                            repr(float(start)),
+                            repr(float(end)),
+                            repr(float(label)),
+                            f"{path.name}:data/{video}[{index}]",
+                        )
+                    )
     except (OSError, KeyError, ValueError, IndexError) as err:
-        raise DatasetError(f"{path}: not a CMU computational sequence of labels "
-                           f"({type(err).__name__}: {err})") from None
+        raise DatasetError(
+            f"{path}: not a CMU computational sequence of labels ({type(err).__name__}: {err})"
+        ) from None
     return segments, []
 
 
@@ -246,6 +303,7 @@ def _find_source_video(root: Path, video_id: str) -> Path | None:
 
 
 # ---- transcripts ----------------------------------------------------------------------------------------
+
 
 class _Join(Enum):
     """How a transcript CSV names its segments, told by its header."""
@@ -262,8 +320,10 @@ def read_transcripts(root: Path, exclude: Path | None = None) -> Transcripts:
         for path in sorted((root / sub).glob("*.csv")):
             if path != exclude:
                 _read_transcript_csv(path, found)
-    for folder, pattern, read in ((root / "Transcript" / "Segmented", "*.annotprocessed", _read_annotprocessed),
-                                  (root / "Transcript" / "Segmented" / "Combined", "*.txt", _read_combined_txt)):
+    for folder, pattern, read in (
+        (root / "Transcript" / "Segmented", "*.annotprocessed", _read_annotprocessed),
+        (root / "Transcript" / "Segmented" / "Combined", "*.txt", _read_combined_txt),
+    ):
         files = sorted(folder.glob(pattern))
         for path in files:
             read(path, found)
@@ -295,8 +355,10 @@ def _read_transcript_csv(path: Path, into: Transcripts) -> None:
             if "mode" in columns:
                 split = normalise_split(row["mode"] or "")
                 if split is None:
-                    raise DatasetError(f"{path}:{line}: unknown split {row['mode']!r} "
-                                       f"(expected one of {', '.join(SPLITS)}, or dev/val)")
+                    raise DatasetError(
+                        f"{path}:{line}: unknown split {row['mode']!r} "
+                        f"(expected one of {', '.join(SPLITS)}, or dev/val)"
+                    )
                 into.splits.setdefault(clip, split)
     into.sources.append(path)
 

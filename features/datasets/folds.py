@@ -8,6 +8,7 @@ dataset folder or its ``Labels/`` folder:
 * the SDK's own ``*_std_folds.py``: its ``standard_{train,valid,test}_fold`` list literals are parsed with
   ``ast`` and never executed.
 """
+
 from __future__ import annotations
 
 import ast
@@ -17,8 +18,14 @@ from features.errors import PipelineError
 from features.types import SPLITS
 
 FOLD_DIRS = (".", "Labels")
-SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "dev": "valid", "validation": "valid",
-                 "test": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "valid": "valid",
+    "val": "valid",
+    "dev": "valid",
+    "validation": "valid",
+    "test": "test",
+}
 
 
 class FoldError(PipelineError):

@@ -10,6 +10,7 @@ row is a segment of it: the source is decoded once and cut. Rows that cannot be 
 duplicate, missing media, zero-length segment) are reported as failures, never silently dropped; a label file
 that is missing a required column is an up-front error.
 """
+
 from __future__ import annotations
 
 import csv
@@ -46,8 +47,10 @@ def load_mmsa(root: str | Path, name: str | None = None) -> DatasetSpec:
     root = Path(root)
     label_file = root / "label.csv"
     if not label_file.is_file():
-        raise DatasetError(f"{label_file}: no label file; expected the MMSA layout "
-                           "<dataset>/label.csv + <dataset>/Raw/<video_id>/<clip_id>.mp4")
+        raise DatasetError(
+            f"{label_file}: no label file; expected the MMSA layout "
+            "<dataset>/label.csv + <dataset>/Raw/<video_id>/<clip_id>.mp4"
+        )
     with open(label_file, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
@@ -67,8 +70,9 @@ def load_mmsa(root: str | Path, name: str | None = None) -> DatasetSpec:
                 raise ValueError(f"duplicate id {clip.key!r}")
             seen.add(clip.key)
         except ValueError as err:
-            rejected.append(Failure(video=video_id, clip=clip_id, stage=Stage.LABELS,
-                                    error=f"{label_file}:{line}: {err}"))
+            rejected.append(
+                Failure(video=video_id, clip=clip_id, stage=Stage.LABELS, error=f"{label_file}:{line}: {err}")
+            )
             continue
         by_media.setdefault(media, []).append(clip)
     sources = [SourceVideo(media=m, clips=c) for m, c in by_media.items()]
@@ -98,10 +102,18 @@ def _clip_from_row(root: Path, row: dict, video_id: str, clip_id: str, segmented
         where = f"Raw/{video_id}.*" if segmented else f"Raw/{video_id}/{clip_id}.*"
         raise ValueError(f"no media file {where} under {root}")
     text = (row.get("text") or "").strip()
-    clip = ClipSpec(video_id=video_id, clip_id=clip_id, text=text, label=label, split=split,
-                    label_T=parse_label(row.get("label_T"), "label_T"),
-                    label_A=parse_label(row.get("label_A"), "label_A"),
-                    label_V=parse_label(row.get("label_V"), "label_V"), start=start, end=end)
+    clip = ClipSpec(
+        video_id=video_id,
+        clip_id=clip_id,
+        text=text,
+        label=label,
+        split=split,
+        label_T=parse_label(row.get("label_T"), "label_T"),
+        label_A=parse_label(row.get("label_A"), "label_A"),
+        label_V=parse_label(row.get("label_V"), "label_V"),
+        start=start,
+        end=end,
+    )
     return clip, media
 
 

@@ -1,5 +1,6 @@
 """The feature extractors: openSMILE audio (``audio``), the BERT tokenizer (``text``) and the face backends
 (``face`` is their interface; ``face_mediapipe`` the offline default, ``face_pyfeat`` py-feat)."""
+
 from __future__ import annotations
 
 from features.config import FaceBackend, FaceConfig

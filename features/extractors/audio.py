@@ -1,4 +1,5 @@
 """Acoustic features with openSMILE on an in-memory 16 kHz mono signal."""
+
 from __future__ import annotations
 
 from importlib.metadata import version as package_version

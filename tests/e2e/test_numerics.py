@@ -1,5 +1,6 @@
 """Portable numerics: the same training run gives the same bits on another CPU, emulated from outside the
 process (torch's AVX2 kernels, MKL's AVX2 code path, another thread count), while fast numerics do not."""
+
 from __future__ import annotations
 
 import os
@@ -29,9 +30,25 @@ def train(root: Path, out: str, numerics: str, api_url: str, cpu: dict[str, str]
     """``selfmm train`` in a fresh process (as a DVC stage runs it); returns the bytes of its weights and results."""
     env = {k: v for k, v in os.environ.items() if k not in ANOTHER_CPU and k not in ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA")}
     env.update(cpu or {}, PREFECT_API_URL=api_url)
-    done = subprocess.run([str(SELFMM), "train", "--features", "features.h5", "--out", out, "--params", "params.yaml",
-                           "--set", f"numerics={numerics}"], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [
+            str(SELFMM),
+            "train",
+            "--features",
+            "features.h5",
+            "--out",
+            out,
+            "--params",
+            "params.yaml",
+            "--set",
+            f"numerics={numerics}",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     bundle = root / out
     return {name: (bundle / name).read_bytes() for name in ("weights/seed_1111.safetensors", "results.json")}

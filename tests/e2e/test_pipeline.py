@@ -1,4 +1,5 @@
 """`dvc repro` end to end on a small demo corpus: raw media -> features -> Self-MM -> metrics, with the real tools."""
+
 import json
 import shutil
 from pathlib import Path
@@ -40,8 +41,22 @@ def test_dvc_repro_from_scratch_twice_gives_identical_metrics_and_survives_bad_i
 
     # The trained bundle scores a raw clip through the same extractors: fused and per-modality sentiment.
     clip = sorted((first / "data/demo/Raw").glob("*/*.mp4"))[-1]
-    predicted = json.loads(run(["selfmm", "predict", str(clip), "--model", "build/demo/model", "--text",
-                                "I loved every minute of it.", "--json"], first, stdout_only=True))
+    predicted = json.loads(
+        run(
+            [
+                "selfmm",
+                "predict",
+                str(clip),
+                "--model",
+                "build/demo/model",
+                "--text",
+                "I loved every minute of it.",
+                "--json",
+            ],
+            first,
+            stdout_only=True,
+        )
+    )
     scores = [predicted[k] for k in ("fused", "text_score", "audio_score", "vision_score")]
     assert all(isinstance(x, float) and abs(x) < 10 for x in scores)
 
@@ -69,10 +84,10 @@ def test_dvc_repro_from_scratch_twice_gives_identical_metrics_and_survives_bad_i
     assert metrics(first) == result
 
     # Code changes mark exactly the stages whose outputs depend on that code.
-    assert changed_stages(second, "selfmm/config.py", "early_stop=4", "early_stop=5") == {"train@demo",
-                                                                                          "evaluate@demo"}
-    assert changed_stages(second, "features/extractors/face_mediapipe.py", "MAX_FACES = 3",
-                          "MAX_FACES = 4") == {"extract@demo"}
+    assert changed_stages(second, "selfmm/config.py", "early_stop=4", "early_stop=5") == {"train@demo", "evaluate@demo"}
+    assert changed_stages(second, "features/extractors/face_mediapipe.py", "MAX_FACES = 3", "MAX_FACES = 4") == {
+        "extract@demo"
+    }
     assert changed_stages(second, "selfmm/report.py", '"""', '"""Edited. ') == {"evaluate@demo"}
 
     # A broken clip: reported by the extract stage, and the pipeline still finishes.

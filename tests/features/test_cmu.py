@@ -1,5 +1,6 @@
 """CMU layouts on the real MOSI/MOSEI label, fold and transcript files (../shared/data), a CMU-layout
 extraction that cuts segments from a longer real video, and bad input."""
+
 import csv
 import re
 import shutil
@@ -19,7 +20,6 @@ MOSI, MOSEI = SHARED / "mosi", SHARED / "mosei"
 STANDARD = {"mosi": {"train": 1284, "valid": 229, "test": 686}, "mosei": {"train": 16327, "valid": 1871, "test": 4662}}
 
 
-
 def by_stage(spec) -> Counter:
     return Counter(f.stage for f in spec.rejected)
 
@@ -32,6 +32,7 @@ def _line_of(error: str) -> int:
 
 
 # ---- MOSI ----------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.shared_data
 def test_mosi_segments_and_standard_folds_give_1284_229_686_and_report_the_zero_length_segment():
@@ -61,8 +62,13 @@ def test_mosi_transcripts_join_2195_of_2199_segments_and_the_others_are_reported
 
 @pytest.mark.shared_data
 def test_segments_whose_source_video_is_missing_are_reported_one_by_one(tmp_path):
-    for name in ("OpinionLevelSentiment.csv", "MMCPanda_label.csv", "std_folds_train.txt", "std_folds_valid.txt",
-                 "std_folds_test.txt"):
+    for name in (
+        "OpinionLevelSentiment.csv",
+        "MMCPanda_label.csv",
+        "std_folds_train.txt",
+        "std_folds_valid.txt",
+        "std_folds_test.txt",
+    ):
         (tmp_path / name).symlink_to(MOSI / name)
     (tmp_path / "Video" / "Full").mkdir(parents=True)
     (tmp_path / "Video" / "Full" / "03bSnISJMiM.mp4").write_bytes(b"\0")
@@ -76,6 +82,7 @@ def test_segments_whose_source_video_is_missing_are_reported_one_by_one(tmp_path
 
 
 # ---- MOSEI ---------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.shared_data
 def test_mosei_label_dump_and_folds_give_16327_1871_4662_with_399_segments_outside_reported():
@@ -112,6 +119,7 @@ def test_mosei_valid_and_test_transcripts_parse_with_quoted_multiline_fields_and
 
 # ---- a CMU-layout run on a real video ----------------------------------------------------------------------
 
+
 @pytest.mark.shared_data
 def test_cmu_layout_cuts_segments_from_a_longer_real_video_once(tmp_path):
     """The 12.3 s real MOSI clip 0h-zjBukYpk_2 stands in for a whole source video with two segments."""
@@ -126,15 +134,19 @@ def test_cmu_layout_cuts_segments_from_a_longer_real_video_once(tmp_path):
     with open(tmp_path / "OpinionLevelSentiment.csv", "w", newline="") as f:
         csv.writer(f).writerows([(s, e, "src-video", n, y) for s, e, n, y in segments])
     with open(tmp_path / "label.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("video_id", "clip_id", "text", "mode"), ("src-video", "1", "it is a bad movie",
-                                                                          "train"),
-                                 ("src-video", "2", "i did not like it", "test")])
+        csv.writer(f).writerows(
+            [
+                ("video_id", "clip_id", "text", "mode"),
+                ("src-video", "1", "it is a bad movie", "train"),
+                ("src-video", "2", "i did not like it", "test"),
+            ]
+        )
     spec = load_dataset(tmp_path)
     [source] = spec.sources
     assert spec.rejected == [] and [c.split for c in source.clips] == ["train", "test"]
     media = decode(source.media, fps=5.0)
     for clip, (start, end, _, _) in zip(source.clips, segments):
-        samples = media.audio[int(round(clip.start * media.sample_rate)):int(round(clip.end * media.sample_rate))]
+        samples = media.audio[int(round(clip.start * media.sample_rate)) : int(round(clip.end * media.sample_rate))]
         assert len(samples) / media.sample_rate == pytest.approx(end - start, abs=1e-3)
         in_segment = (media.frame_times >= clip.start) & (media.frame_times < clip.end)
         assert in_segment.sum() / 5.0 == pytest.approx(end - start, abs=0.25)
@@ -150,8 +162,10 @@ def test_cmu_layout_cuts_segments_from_a_longer_real_video_once(tmp_path):
 
 # ---- bad input ------------------------------------------------------------------------------------------------
 
-def write_mosi(root: Path, rows: list[tuple], transcripts: list[tuple] | None = None,
-               folds: dict[str, list[str]] | None = None) -> Path:
+
+def write_mosi(
+    root: Path, rows: list[tuple], transcripts: list[tuple] | None = None, folds: dict[str, list[str]] | None = None
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "OpinionLevelSentiment.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
@@ -167,8 +181,16 @@ FOLDS = {"train": ["vidA"], "valid": ["vidB"], "test": []}
 
 
 def test_bad_segment_rows_are_reported_never_dropped(tmp_path):
-    rows = [(0, 2.5, "vidA", 1, 1.0), (2.5, 4, "vidA", 2, 3.5), (4, 5, "vidA", 3, "high"), (5, 6, "vidA", 4),
-            (6, 6, "vidA", 5, 0.2), (6, 7, "../etc", 6, 0.0), (0, 1, "vidA", 1, 0.4), (1, 2, "vidC", 1, 0.0)]
+    rows = [
+        (0, 2.5, "vidA", 1, 1.0),
+        (2.5, 4, "vidA", 2, 3.5),
+        (4, 5, "vidA", 3, "high"),
+        (5, 6, "vidA", 4),
+        (6, 6, "vidA", 5, 0.2),
+        (6, 7, "../etc", 6, 0.0),
+        (0, 1, "vidA", 1, 0.4),
+        (1, 2, "vidC", 1, 0.0),
+    ]
     root = write_mosi(tmp_path / "mosi", rows, folds=FOLDS)
     spec = load_cmu(root, require_media=False, require_text=False)
     assert [c.key for c in spec.clips] == ["vidA$_$1"]
@@ -191,11 +213,17 @@ def test_mosei_dump_missing_a_column_is_an_error(tmp_path):
 
 def test_splits_come_from_the_transcripts_when_there_are_no_folds_and_unknown_names_are_errors(tmp_path):
     rows = [(0, 1, "vidA", 1, 1.0), (1, 2, "vidA", 2, -1.0), (0, 1, "vid_B", 1, 0.5)]
-    root = write_mosi(tmp_path / "ok", rows, transcripts=[("vidA_1", "good", "train"), ("vidA_2", "bad", "dev"),
-                                                          ("vid_B_1", "fine", "test")])
+    root = write_mosi(
+        tmp_path / "ok",
+        rows,
+        transcripts=[("vidA_1", "good", "train"), ("vidA_2", "bad", "dev"), ("vid_B_1", "fine", "test")],
+    )
     spec = load_cmu(root, require_media=False)
     assert [(c.key, c.split, c.text) for c in spec.clips] == [
-        ("vidA$_$1", "train", "good"), ("vidA$_$2", "valid", "bad"), ("vid_B$_$1", "test", "fine")]
+        ("vidA$_$1", "train", "good"),
+        ("vidA$_$2", "valid", "bad"),
+        ("vid_B$_$1", "test", "fine"),
+    ]
     root = write_mosi(tmp_path / "bad", rows, transcripts=[("vidA_1", "good", "training")])
     with pytest.raises(DatasetError, match=r"transcripts.csv:2: unknown split 'training'"):
         load_cmu(root, require_media=False)
@@ -224,7 +252,8 @@ def test_the_sdk_fold_module_is_parsed_not_run(tmp_path):
     (root / "Labels").mkdir()
     (root / "Labels" / "cmu_mosi_std_folds.py").write_text(
         f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
-        "standard_train_fold=['vidA']\nstandard_valid_fold=[]\nstandard_test_fold=['vidB',\n  ]\n")
+        "standard_train_fold=['vidA']\nstandard_valid_fold=[]\nstandard_test_fold=['vidB',\n  ]\n"
+    )
     spec = load_cmu(root, require_media=False, require_text=False)
     assert [(c.video_id, c.split) for c in spec.clips] == [("vidA", "train"), ("vidB", "test")]
     assert not marker.exists()
@@ -238,14 +267,17 @@ def test_raw_release_transcript_formats_join(tmp_path):
     mosei = tmp_path / "mosei"
     (mosei / "Transcript" / "Segmented" / "Combined").mkdir(parents=True)
     (mosei / "CMU_MOSEI_Labels_csd_dump.csv").write_text(
-        "id,interval_start,interval_end,feature_0\nvidA,-0.2,3.5,1.0\nvidB,10.0,12.25,-2.0\n")
+        "id,interval_start,interval_end,feature_0\nvidA,-0.2,3.5,1.0\nvidB,10.0,12.25,-2.0\n"
+    )
     (mosei / "Transcript" / "Segmented" / "Combined" / "vidA.txt").write_text("vidA___0___0.0___3.5___one, two\n")
     (mosei / "Transcript" / "Segmented" / "Combined" / "vidB.txt").write_text("vidB___3___10.0___12.25___three\n")
     for split, videos in FOLDS.items():
         (mosei / f"std_folds_{split}.txt").write_text("\n".join(videos))
     spec = load_cmu(mosei, require_media=False)
-    assert [(c.key, c.start, c.text) for c in spec.clips] == [("vidA$_$0", 0.0, "one, two"),
-                                                             ("vidB$_$0", 10.0, "three")]
+    assert [(c.key, c.start, c.text) for c in spec.clips] == [
+        ("vidA$_$0", 0.0, "one, two"),
+        ("vidB$_$0", 10.0, "three"),
+    ]
 
 
 def test_the_official_mosei_csd_reads_like_its_csv_dump(tmp_path):
@@ -253,20 +285,25 @@ def test_the_official_mosei_csd_reads_like_its_csv_dump(tmp_path):
 
     with h5py.File(tmp_path / "CMU_MOSEI_Labels.csd", "w") as f:
         data = f.create_group("All Labels").create_group("data")
-        for video, intervals, sentiment in (("vidA", [[5.0, 9.5], [-0.25, 4.0]], [2.0, -1.0]),
-                                            ("vidB", [[1.0, 1.0]], [0.0])):
+        for video, intervals, sentiment in (
+            ("vidA", [[5.0, 9.5], [-0.25, 4.0]], [2.0, -1.0]),
+            ("vidB", [[1.0, 1.0]], [0.0]),
+        ):
             data.create_dataset(f"{video}/intervals", data=np.array(intervals))
             data.create_dataset(f"{video}/features", data=np.column_stack([sentiment, np.zeros((len(sentiment), 6))]))
     for split, videos in {"train": ["vidA", "vidB"], "valid": [], "test": []}.items():
         (tmp_path / f"std_folds_{split}.txt").write_text("\n".join(videos))
-    (tmp_path / "Data_Val.csv").write_text("video,start_time,end_time,sentiment,text\n"
-                                           "vidA,5.0,9.5,2.0,\"well, yes\"\nvidA,0.0,4.0,-1.0,no\n")
+    (tmp_path / "Data_Val.csv").write_text(
+        'video,start_time,end_time,sentiment,text\nvidA,5.0,9.5,2.0,"well, yes"\nvidA,0.0,4.0,-1.0,no\n'
+    )
     spec = load_dataset(tmp_path)
     assert spec.name == "mosei" and not spec.sources  # no media: every segment is reported
     assert Counter(f.stage for f in spec.rejected) == {"media": 2, "labels": 1}
     spec = load_cmu(tmp_path, require_media=False)
     assert [(c.key, c.start, c.end, c.label, c.text) for c in spec.clips] == [
-        ("vidA$_$0", 5.0, 9.5, 2.0, "well, yes"), ("vidA$_$1", 0.0, 4.0, -1.0, "no")]
+        ("vidA$_$0", 5.0, 9.5, 2.0, "well, yes"),
+        ("vidA$_$1", 0.0, 4.0, -1.0, "no"),
+    ]
     [zero] = spec.rejected
     assert zero.clip == "0" and "zero-length" in zero.error and "data/vidB[0]" in zero.error
     (tmp_path / "CMU_MOSEI_Labels.csd").write_bytes(b"junk")
@@ -274,14 +311,17 @@ def test_the_official_mosei_csd_reads_like_its_csv_dump(tmp_path):
         load_cmu(tmp_path, require_text=False)
 
 
-@pytest.mark.parametrize("name,label,kept", [("sims", "1.5", False), ("sims", "-1", True), ("mosi", "3.5", False),
-                                             ("mosi", "-3", True), ("mydata", "7", True)])
+@pytest.mark.parametrize(
+    "name,label,kept",
+    [("sims", "1.5", False), ("sims", "-1", True), ("mosi", "3.5", False), ("mosi", "-3", True), ("mydata", "7", True)],
+)
 def test_load_dataset_rejects_labels_out_of_range_for_the_dataset(tmp_path, name, label, kept):
     root = tmp_path / name
     (root / "Raw" / "v1").mkdir(parents=True)
     (root / "Raw" / "v1" / "1.mp4").write_bytes(b"\0")
-    (root / "label.csv").write_text(f"video_id,clip_id,text,label,label_T,label_A,label_V,mode\n"
-                                    f"v1,1,hello,{label},,,,train\n")
+    (root / "label.csv").write_text(
+        f"video_id,clip_id,text,label,label_T,label_A,label_V,mode\nv1,1,hello,{label},,,,train\n"
+    )
     spec = load_dataset(root)
     assert len(spec.clips) == int(kept) and len(spec.rejected) == int(not kept)
     if not kept:
@@ -292,7 +332,8 @@ def test_unimodal_labels_are_range_checked_too(tmp_path):
     root = tmp_path / "sims"
     (root / "Raw" / "v1").mkdir(parents=True)
     (root / "Raw" / "v1" / "1.mp4").write_bytes(b"\0")
-    (root / "label.csv").write_text("video_id,clip_id,text,label,label_T,label_A,label_V,mode\n"
-                                    "v1,1,hello,0.2,0.4,-2,0.0,train\n")
+    (root / "label.csv").write_text(
+        "video_id,clip_id,text,label,label_T,label_A,label_V,mode\nv1,1,hello,0.2,0.4,-2,0.0,train\n"
+    )
     [failure] = load_dataset(root).rejected
     assert "label_A -2.0 is outside [-1, 1]" in failure.error

@@ -35,15 +35,29 @@ def test_mmsa_layout_groups_clips_by_media_and_keeps_unimodal_labels(tmp_path):
 def test_bad_rows_are_reported_with_line_and_reason_and_good_rows_survive(tmp_path):
     touch(tmp_path, "v1", "1.mp4")
     touch(tmp_path, "v1", "2.mp4")
-    rows = [row(), row(label="nan", clip_id="2"), row(label=""), row(), row(video_id="../etc", clip_id="x"),
-            row(clip_id="missing"), row(mode="holdout"), row(video_id="/abs")]
+    rows = [
+        row(),
+        row(label="nan", clip_id="2"),
+        row(label=""),
+        row(),
+        row(video_id="../etc", clip_id="x"),
+        row(clip_id="missing"),
+        row(mode="holdout"),
+        row(video_id="/abs"),
+    ]
     write_label_csv(tmp_path, rows)
     spec = load_mmsa(tmp_path)
     assert [c.key for c in spec.clips] == ["v1$_$1"]
     errors = [f.error for f in spec.rejected]
     assert len(errors) == 7
-    for expected in [":3: label is empty or NaN", ":5: duplicate id", "unsafe video_id '../etc'",
-                     "no media file Raw/v1/missing.*", "unknown split 'holdout'", "unsafe video_id '/abs'"]:
+    for expected in [
+        ":3: label is empty or NaN",
+        ":5: duplicate id",
+        "unsafe video_id '../etc'",
+        "no media file Raw/v1/missing.*",
+        "unknown split 'holdout'",
+        "unsafe video_id '/abs'",
+    ]:
         assert any(expected in e for e in errors), (expected, errors)
     assert all(str(tmp_path / "label.csv") in e for e in errors)
 
@@ -51,8 +65,9 @@ def test_bad_rows_are_reported_with_line_and_reason_and_good_rows_survive(tmp_pa
 def test_segmented_layout_cuts_one_source_and_rejects_zero_length(tmp_path):
     touch(tmp_path, "long.mp4")
     columns = ["video_id", "clip_id", "text", "label", "mode", "start", "end"]
-    write_label_csv(tmp_path, [row(video_id="long", start=1, end=2.5), row(video_id="long", clip_id="2", start=3,
-                                                                           end=3)], columns)
+    write_label_csv(
+        tmp_path, [row(video_id="long", start=1, end=2.5), row(video_id="long", clip_id="2", start=3, end=3)], columns
+    )
     spec = load_mmsa(tmp_path)
     assert len(spec.sources) == 1 and spec.sources[0].media.name == "long.mp4"
     assert (spec.clips[0].start, spec.clips[0].end) == (1.0, 2.5)

@@ -3,6 +3,7 @@
 Media checks run the real tools (espeak-ng from espeakng-loader, x264/AAC through PyAV, MediaPipe Face Mesh) on a
 handful of clips.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,13 +40,17 @@ CLIPS, PER_VIDEO, SEED = 6, 2, 7
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    return make_demo_corpus(tmp_path_factory.mktemp("demo") / "demo", clips=CLIPS, seed=SEED,
-                            clips_per_video=PER_VIDEO, workers=1)
+    return make_demo_corpus(
+        tmp_path_factory.mktemp("demo") / "demo", clips=CLIPS, seed=SEED, clips_per_video=PER_VIDEO, workers=1
+    )
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _decode(path: Path) -> tuple[list[np.ndarray], np.ndarray, float]:
@@ -62,7 +67,7 @@ def _decode(path: Path) -> tuple[list[np.ndarray], np.ndarray, float]:
 
 
 def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(x ** 2)))
+    return float(np.sqrt(np.mean(x**2)))
 
 
 def _median_f0(x: np.ndarray) -> float:
@@ -71,10 +76,10 @@ def _median_f0(x: np.ndarray) -> float:
     low, high = SAMPLE_RATE // 500, SAMPLE_RATE // 60
     f0 = []
     for start in range(0, len(x) - size, hop):
-        frame = x[start:start + size] - x[start:start + size].mean()
+        frame = x[start : start + size] - x[start : start + size].mean()
         if _rms(frame) < 0.2 * _rms(x):
             continue
-        ac = np.correlate(frame, frame, "full")[size - 1:]
+        ac = np.correlate(frame, frame, "full")[size - 1 :]
         lag = low + int(np.argmax(ac[low:high]))
         if ac[lag] > 0.4 * ac[0]:
             f0.append(SAMPLE_RATE / lag)
@@ -120,8 +125,9 @@ def test_layout_labels_and_splits(corpus):
         assert all(-1.0 <= v <= 1.0 for v in values)
         label = values[0]
         assert row["annotation"] == ("Negative" if label < 0 else "Positive" if label > 0 else "Neutral")
-        assert row["text"] in {t.format(s=s, S=s[0].upper() + s[1:]) for t in templates_for(values[1])
-                               for s in SUBJECTS}
+        assert row["text"] in {
+            t.format(s=s, S=s[0].upper() + s[1:]) for t in templates_for(values[1]) for s in SUBJECTS
+        }
     assert {r["mode"] for r in rows} == set(SPLITS)
     for video in {r["video_id"] for r in rows}:  # a video never straddles splits
         assert len({r["mode"] for r in rows if r["video_id"] == video}) == 1
@@ -191,7 +197,7 @@ def test_vision_label_survives_head_motion_and_encoding(tmp_path):
         path = tmp_path / f"v{vision:+.0f}.mp4"
         render_clip(_plan(vision=vision), path)
         frames, _, fps = _decode(path)
-        smiles.append(np.median([_smile(f) for f in frames[int(fps)::3]]))  # after the expression has built up
+        smiles.append(np.median([_smile(f) for f in frames[int(fps) :: 3]]))  # after the expression has built up
     assert smiles[0] < smiles[1] < smiles[2], smiles
 
 

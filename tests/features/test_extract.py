@@ -1,4 +1,5 @@
 """Real extraction (openSMILE, MediaPipe, tokenizer) on real clips, the shard cache, and bad input."""
+
 import math
 import shutil
 from dataclasses import replace
@@ -30,8 +31,10 @@ def shard_files(cache_dir, modality):
 
 def test_real_clips_give_finite_features_faces_and_provenance(mosi_dataset, tmp_path):
     root = mosi_dataset
-    rows = [add_clip(root, "pyfeat", "face", FEAT_DATA / "single_face.mp4", "a face talking", 1.0, "train"),
-            add_clip(root, "pyfeat", "noface", FEAT_DATA / "no_face.mp4", "no one here", 0.0, "train")]
+    rows = [
+        add_clip(root, "pyfeat", "face", FEAT_DATA / "single_face.mp4", "a face talking", 1.0, "train"),
+        add_clip(root, "pyfeat", "noface", FEAT_DATA / "no_face.mp4", "no one here", 0.0, "train"),
+    ]
     with open(root / "label.csv", "a") as f:
         for r in rows:
             f.write(f"{r['video_id']},{r['clip_id']},{r['text']},{r['label']},,,,,{r['mode']}\n")
@@ -102,14 +105,15 @@ def test_bad_clips_fail_alone_with_clear_errors(tmp_path):
         "truncated": tmp_path / "truncated.mp4",
         "mute": write_video(tmp_path / "mute.mp4", real_frames(20), 10),
         "silent": write_video(tmp_path / "silent.mp4", real_frames(20), 10, np.zeros(32000, np.float32)),
-        "noface": write_video(tmp_path / "noface.mp4", np.full((20, 128, 128, 3), 90, np.uint8), 10,
-                              speech_like(2.0)),
+        "noface": write_video(tmp_path / "noface.mp4", np.full((20, 128, 128, 3), 90, np.uint8), 10, speech_like(2.0)),
         "notext": good,
     }
     media["corrupt"].write_bytes(b"not a video at all" * 50)
     media["truncated"].write_bytes(good.read_bytes()[:3000])
-    rows = [add_clip(root, "v", name, path, "" if name == "notext" else f"clip {name}", 0.5, "train")
-            for name, path in media.items()]
+    rows = [
+        add_clip(root, "v", name, path, "" if name == "notext" else f"clip {name}", 0.5, "train")
+        for name, path in media.items()
+    ]
     write_label_csv(root, rows)
     spec, results = extract_all(root, tmp_path / "cache")
     failures = {f.clip: f for r in results for f in r.failures}
@@ -137,12 +141,35 @@ def test_segments_are_cut_from_one_decode_of_the_source(tmp_path):
     (root / "Raw").mkdir(parents=True)
     shutil.copyfile(MOSI_MEDIA / "0h-zjBukYpk_2.mp4", root / "Raw" / "long.mp4")
     columns = ["video_id", "clip_id", "text", "label", "mode", "start", "end"]
-    rows = [{"video_id": "long", "clip_id": "a", "text": "first part", "label": 1, "mode": "train", "start": 0.5,
-             "end": 2.5},
-            {"video_id": "long", "clip_id": "b", "text": "second part", "label": -1, "mode": "test", "start": 4.0,
-             "end": 10.0},
-            {"video_id": "long", "clip_id": "late", "text": "after the end", "label": 0, "mode": "test",
-             "start": 30.0, "end": 31.0}]
+    rows = [
+        {
+            "video_id": "long",
+            "clip_id": "a",
+            "text": "first part",
+            "label": 1,
+            "mode": "train",
+            "start": 0.5,
+            "end": 2.5,
+        },
+        {
+            "video_id": "long",
+            "clip_id": "b",
+            "text": "second part",
+            "label": -1,
+            "mode": "test",
+            "start": 4.0,
+            "end": 10.0,
+        },
+        {
+            "video_id": "long",
+            "clip_id": "late",
+            "text": "after the end",
+            "label": 0,
+            "mode": "test",
+            "start": 30.0,
+            "end": 31.0,
+        },
+    ]
     write_label_csv(root, rows, columns)
     spec, results = extract_all(root, tmp_path / "cache")
     assert len(results) == 1

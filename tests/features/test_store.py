@@ -11,16 +11,29 @@ from features.types import Clip, Failure, ModalityProvenance, Stage
 
 def make_clip(i: int, split: str = "train") -> Clip:
     rng = np.random.default_rng(i)
-    return Clip(video_id=f"v{i}", clip_id=str(i), split=split, text=f"clip {i}", label=i / 10,
-                audio=rng.standard_normal((5 + i, 3)).astype(np.float32),
-                vision=rng.standard_normal((2 + i, 4)).astype(np.float32),
-                face_mask=np.arange(2 + i) % 2 == 0, input_ids=np.array([101, 7 + i, 102], np.int32),
-                attention_mask=np.ones(3, np.int8), label_A=0.5, media_sha256="ab" * 32, start=1.0, end=2.5)
+    return Clip(
+        video_id=f"v{i}",
+        clip_id=str(i),
+        split=split,
+        text=f"clip {i}",
+        label=i / 10,
+        audio=rng.standard_normal((5 + i, 3)).astype(np.float32),
+        vision=rng.standard_normal((2 + i, 4)).astype(np.float32),
+        face_mask=np.arange(2 + i) % 2 == 0,
+        input_ids=np.array([101, 7 + i, 102], np.int32),
+        attention_mask=np.ones(3, np.int8),
+        label_A=0.5,
+        media_sha256="ab" * 32,
+        start=1.0,
+        end=2.5,
+    )
 
 
-PROV = {"audio": ModalityProvenance("opensmile", "2.6.0", {"feature_set": "x"}, "h1", ["a", "b", "c"]),
-        "vision": ModalityProvenance("mp", "0.10", {"fps": 10}, "h2", ["p", "q", "r", "s"]),
-        "text": ModalityProvenance("tok", "5", {"model": "m"}, "h3", [])}
+PROV = {
+    "audio": ModalityProvenance("opensmile", "2.6.0", {"feature_set": "x"}, "h1", ["a", "b", "c"]),
+    "vision": ModalityProvenance("mp", "0.10", {"fps": 10}, "h2", ["p", "q", "r", "s"]),
+    "text": ModalityProvenance("tok", "5", {"model": "m"}, "h3", []),
+}
 
 
 def test_round_trip_keeps_ragged_arrays_labels_and_provenance(tmp_path):

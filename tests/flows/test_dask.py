@@ -1,5 +1,6 @@
 """Scale-out: the feature-extract flow on prefect-dask's DaskTaskRunner, against a local 2-worker Dask cluster
 reached by its scheduler address (as workers on other machines would be), gives the default runner's store."""
+
 from typing import cast
 
 import numpy as np
@@ -23,11 +24,16 @@ def test_dask_cluster_gives_the_same_arrays_as_the_thread_runner(mosi_dataset, t
     threads = extract(mosi_dataset, tmp_path / "threads.h5", tmp_path / "cache-threads", {"task_runner": "threads"})
     # distributed types dashboard_address as str, but None (no dashboard) is documented; and it types __enter__
     # and run() for both its sync and async uses: used synchronously they give the cluster and a dict
-    with (LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                       dashboard_address=None) as cluster,  # pyright: ignore[reportArgumentType]
-          Client(cluster) as client):
-        dask = extract(mosi_dataset, tmp_path / "dask.h5", tmp_path / "cache-dask",
-                       {"task_runner": "dask", "dask_address": cast(LocalCluster, cluster).scheduler_address})
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,  # pyright: ignore[reportArgumentType]
+        Client(cluster) as client,
+    ):
+        dask = extract(
+            mosi_dataset,
+            tmp_path / "dask.h5",
+            tmp_path / "cache-dask",
+            {"task_runner": "dask", "dask_address": cast(LocalCluster, cluster).scheduler_address},
+        )
         executed = cast(dict, client.run(lambda dask_worker: dask_worker.state.executed_count))
     assert threads["extracted"] == dask["extracted"] == 3 and dask["failed"] == 0
     assert sum(executed.values()) >= 3, f"the source videos did not run on the Dask workers: {executed}"

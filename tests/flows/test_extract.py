@@ -1,4 +1,5 @@
 """The feature-extract Prefect flow and the `selfmm extract` / `selfmm info` commands, on a test Prefect API."""
+
 import csv
 import json
 
@@ -28,8 +29,13 @@ def add_broken_clip(root, tmp_path):
 def test_flow_writes_store_and_failure_report_under_the_threshold(mosi_dataset, tmp_path):
     add_broken_clip(mosi_dataset, tmp_path)
     out = tmp_path / "out" / "mosi.h5"
-    summary = feature_extract(dataset=str(mosi_dataset), out=str(out), cache_dir=str(tmp_path / "cache"),
-                              overrides={"face": {"fps": 2.0}}, max_failure_fraction=0.5)
+    summary = feature_extract(
+        dataset=str(mosi_dataset),
+        out=str(out),
+        cache_dir=str(tmp_path / "cache"),
+        overrides={"face": {"fps": 2.0}},
+        max_failure_fraction=0.5,
+    )
     assert summary["clips"] == 3 and summary["failed"] == 1 and summary["extracted"] == 3
     with FeatureStore(out) as store:
         assert len(store) == 3 and store.provenance["vision"].config["fps"] == 2.0
@@ -37,8 +43,13 @@ def test_flow_writes_store_and_failure_report_under_the_threshold(mosi_dataset, 
         rows = list(csv.DictReader(f))
     assert [(r["video"], r["stage"]) for r in rows] == [("broken", "decode")]
 
-    again = feature_extract(dataset=str(mosi_dataset), out=str(out), cache_dir=str(tmp_path / "cache"),
-                            overrides={"face": {"fps": 2.0}}, max_failure_fraction=0.5)
+    again = feature_extract(
+        dataset=str(mosi_dataset),
+        out=str(out),
+        cache_dir=str(tmp_path / "cache"),
+        overrides={"face": {"fps": 2.0}},
+        max_failure_fraction=0.5,
+    )
     assert again["cached"] == 3 and again["extracted"] == 0
 
 
@@ -46,16 +57,34 @@ def test_flow_fails_over_the_threshold_but_keeps_the_work(mosi_dataset, tmp_path
     add_broken_clip(mosi_dataset, tmp_path)
     out = tmp_path / "mosi.h5"
     with pytest.raises(ExtractionFailed, match=r"1 of 4 clips failed \(25% > 10% allowed\)"):
-        feature_extract(dataset=str(mosi_dataset), out=str(out), cache_dir=str(tmp_path / "cache"),
-                        overrides={"face": {"fps": 2.0}}, max_failure_fraction=0.1)
+        feature_extract(
+            dataset=str(mosi_dataset),
+            out=str(out),
+            cache_dir=str(tmp_path / "cache"),
+            overrides={"face": {"fps": 2.0}},
+            max_failure_fraction=0.1,
+        )
     with FeatureStore(out) as store:
         assert len(store) == 3
 
 
 def test_cli_extract_then_info(mosi_dataset, tmp_path, capsys):
     out = tmp_path / "cli.h5"
-    code = main(["extract", "--dataset", str(mosi_dataset), "--out", str(out), "--cache-dir", str(tmp_path / "c"),
-                 "--set", "face.fps=2", "--set", "audio.feature_set=ComParE_2016"])
+    code = main(
+        [
+            "extract",
+            "--dataset",
+            str(mosi_dataset),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--set",
+            "face.fps=2",
+            "--set",
+            "audio.feature_set=ComParE_2016",
+        ]
+    )
     assert code == 0
     capsys.readouterr()
     assert main(["info", str(out), "--json"]) == 0
@@ -73,6 +102,10 @@ def test_cli_reports_bad_dataset_and_bad_override(tmp_path, capsys):
     assert main(["extract", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.h5")]) == 1
     assert "not found" in capsys.readouterr().err
     (tmp_path / "ds").mkdir()
-    assert main(["extract", "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "x.h5"),
-                 "--set", "face.nonsense=1"]) == 1
+    assert (
+        main(
+            ["extract", "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "x.h5"), "--set", "face.nonsense=1"]
+        )
+        == 1
+    )
     assert "extract.face: unknown key(s) nonsense; allowed: backend, fps" in capsys.readouterr().err

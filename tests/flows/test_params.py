@@ -1,5 +1,6 @@
 """params.yaml is checked in full when read: a typo in any section (a key or a value) fails at once, naming
 ``section.key`` and what is allowed; the CLI reports project errors as one line and lets bugs propagate."""
+
 import time
 
 import pytest
@@ -45,7 +46,10 @@ def test_the_repository_params_are_valid_and_keep_the_defaults():
     assert config == ExtractConfig() and config.to_dict()["audio"]["feature_set"] == "eGeMAPSv02"
     # the shard cache keys and dvc.lock depend on these: the enums serialise as the strings did
     assert {m: config.hash(m) for m in Modality} == {
-        Modality.AUDIO: "8f9062bad3b56501", Modality.VISION: "c7a1290059c36345", Modality.TEXT: "8d1f38f4bc1ef383"}
+        Modality.AUDIO: "8f9062bad3b56501",
+        Modality.VISION: "c7a1290059c36345",
+        Modality.TEXT: "8d1f38f4bc1ef383",
+    }
 
 
 def test_extract_typos_name_the_key_and_the_allowed_values(tmp_path):
@@ -71,14 +75,14 @@ def test_train_typos_name_the_section_key_and_the_allowed_values(tmp_path):
     assert "train_mosi: unknown training parameter(s) learning_rate" in message and "learning_rate_bert" in message
     message = refused(write_params(tmp_path, "train", "preset", "demoo"))
     assert "train.preset: unknown preset 'demoo'; choose from mosi, mosei, sims, demo" in message
-    assert "train.batch_size: 'big' is not a whole number" in refused(write_params(tmp_path, "train", "batch_size",
-                                                                                   "big"))
+    assert "train.batch_size: 'big' is not a whole number" in refused(
+        write_params(tmp_path, "train", "batch_size", "big")
+    )
 
 
 def test_serve_typos_name_the_key_and_the_allowed_keys(tmp_path):
     message = refused(write_params(tmp_path, "serve", "datasets.demo.retrain_corn", "0 3 * * *"))
-    assert "serve.datasets.demo: unknown key(s) retrain_corn; allowed: train_section, retrain_cron" \
-        in message
+    assert "serve.datasets.demo: unknown key(s) retrain_corn; allowed: train_section, retrain_cron" in message
     assert "serve.port: 'http' is not a whole number" in refused(write_params(tmp_path, "serve", "port", "http"))
 
 
@@ -93,8 +97,19 @@ def test_extract_with_a_bad_feature_set_fails_before_any_decode(mosi_dataset, tm
     params = write_params(tmp_path, "extract", "audio.feature_set", "eGeMAPSv2")
     out = tmp_path / "out.h5"
     started = time.monotonic()
-    code = main(["extract", "--dataset", str(mosi_dataset), "--out", str(out), "--params", str(params),
-                 "--cache-dir", str(tmp_path / "cache")])
+    code = main(
+        [
+            "extract",
+            "--dataset",
+            str(mosi_dataset),
+            "--out",
+            str(out),
+            "--params",
+            str(params),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert time.monotonic() - started < 2.0  # one decode of these clips alone takes longer
     assert code == 1 and not out.exists() and not (tmp_path / "cache").exists()
     lines = capsys.readouterr().err.strip().splitlines()

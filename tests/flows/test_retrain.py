@@ -1,6 +1,7 @@
 """The retrain flow on a small demo dataset, with the real DVC pipeline and a real Prefect server: only new clips
 are extracted, a worse challenger is not promoted, every decision is recorded, and a failed or overlapping
 retrain leaves the champion as it was."""
+
 import csv
 import hashlib
 import json
@@ -77,7 +78,8 @@ def history(paths: DatasetPaths) -> list[dict]:
 
 @pytest.mark.slow
 def test_retrain_extracts_only_new_clips_keeps_a_worse_model_and_records_every_decision(
-        tmp_path, monkeypatch, prefect_server):
+    tmp_path, monkeypatch, prefect_server
+):
     root = project(tmp_path / "project", extract={"face": {"fps": 5.0}})
     set_train(root, TRAIN)
     data = make_demo_corpus(root / "data" / "demo", clips=12, clips_per_video=2, seed=3)
@@ -152,8 +154,13 @@ def promote_fake(paths: DatasetPaths, weights: str, keep: int = ServeConfig.keep
     (paths.model / "weights").mkdir(parents=True, exist_ok=True)
     (paths.model / "weights" / "seed_1.safetensors").write_text(weights)
     previous = current_release(paths)
-    record = {"time": "t", "dataset": paths.dataset, "data_hash": weights, "decision": PROMOTED,
-              "champion": {"release": f"releases/{previous}"} if previous else None}
+    record = {
+        "time": "t",
+        "dataset": paths.dataset,
+        "data_hash": weights,
+        "decision": PROMOTED,
+        "champion": {"release": f"releases/{previous}"} if previous else None,
+    }
     record["release"] = str(promote(paths, record, keep))
     append_history(paths.history, record)
     return Path(record["release"]).name
@@ -204,7 +211,8 @@ def test_rollback_after_two_promotions_makes_the_first_release_champion_again(tm
 
 
 def test_a_rollback_to_a_missing_release_or_to_nothing_is_a_clear_error_that_changes_nothing(
-        tmp_path, monkeypatch, capsys):
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))
     paths = DatasetPaths("demo")
@@ -290,8 +298,10 @@ def test_releases_kept_come_from_params_serve_keep_releases(tmp_path):
             parse_params({"serve": {"keep_releases": bad}})
 
 
-@pytest.mark.parametrize("new, old, wins", [(0.3, 0.5, True), (0.5, 0.5, False), (0.6, 0.5, False),
-                                            (math.nan, 0.5, False), (0.5, math.nan, True)])
+@pytest.mark.parametrize(
+    "new, old, wins",
+    [(0.3, 0.5, True), (0.5, 0.5, False), (0.6, 0.5, False), (math.nan, 0.5, False), (0.5, math.nan, True)],
+)
 def test_only_a_strictly_lower_valid_error_wins_and_not_a_number_never_does(new, old, wins):
     assert better(new, old) is wins
 

@@ -1,6 +1,7 @@
 """`selfmm serve` end to end: it starts a real Prefect server on a free loopback port, serves the deployments of
 params.yaml, runs `prefect deployment run` requests, and leaves no process behind on Ctrl-C; DVC then re-uses the
 deployment's extraction work. Plus the bad inputs: unknown deployment, missing data, malformed cron, no server."""
+
 import os
 import signal
 import socket
@@ -29,8 +30,14 @@ def serving(root: Path, port: int, timeout: float = 240):
     """`selfmm serve --port` in ``root`` (its own process group, as in a terminal); Ctrl-C on exit."""
     log = root / "serve.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(BIN / "selfmm"), "serve", "--port", str(port)], cwd=root, env=env(root),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(BIN / "selfmm"), "serve", "--port", str(port)],
+            cwd=root,
+            env=env(root),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + timeout
         while READY not in log.read_text():
@@ -75,15 +82,18 @@ def finished(client, run_id: str, timeout: float = 120):
 
 @pytest.mark.slow
 def test_serve_runs_deployments_and_stops_cleanly_and_dvc_reuses_the_extraction(tmp_path):
-    datasets = {"demo": {"retrain_cron": "0 3 * * *", "train_section": "train"},
-                "mosei": {"train_section": "train_mosei"}}  # listed, but no data/mosei/ yet
+    datasets = {
+        "demo": {"retrain_cron": "0 3 * * *", "train_section": "train"},
+        "mosei": {"train_section": "train_mosei"},
+    }  # listed, but no data/mosei/ yet
     root = project(tmp_path / "project", demo={"clips": 6, "seed": 3}, serve={"datasets": datasets})
     sh(["dvc", "repro", "demo_corpus"], root)
     port = free_port()
     with serving(root, port) as api:
         missing = sh(["prefect", "deployment", "run", "feature-extract/mosei"], root, api)  # no data/mosei/
-        run = sh(["prefect", "deployment", "run", "feature-extract/demo", "--watch", "--watch-timeout", "300"],
-                 root, api)
+        run = sh(
+            ["prefect", "deployment", "run", "feature-extract/demo", "--watch", "--watch-timeout", "300"], root, api
+        )
         assert "Completed" in run.stdout
         with FeatureStore(root / "build/demo/features.h5") as store:
             assert len(store) == 6
@@ -130,11 +140,17 @@ def test_serve_refuses_a_malformed_cron_before_starting_anything(tmp_path, monke
 def test_commands_fail_fast_when_the_server_is_not_running(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     dead = f"http://127.0.0.1:{free_port()}/api"
-    expected = {("selfmm", "serve"): "no Prefect server answers at PREFECT_API_URL",
-                ("prefect", "deployment", "run", "feature-extract/demo"): "All connection attempts failed"}
+    expected = {
+        ("selfmm", "serve"): "no Prefect server answers at PREFECT_API_URL",
+        ("prefect", "deployment", "run", "feature-extract/demo"): "All connection attempts failed",
+    }
     started = time.monotonic()
-    running = {cmd: subprocess.Popen(cmd, cwd=tmp_path, env=env(tmp_path, dead), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True) for cmd in expected}
+    running = {
+        cmd: subprocess.Popen(
+            cmd, cwd=tmp_path, env=env(tmp_path, dead), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for cmd in expected
+    }
     for cmd, proc in running.items():
         output = proc.communicate(timeout=120)[0]
         assert proc.returncode != 0 and expected[cmd] in output, output

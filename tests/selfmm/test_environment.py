@@ -1,5 +1,6 @@
 """features and selfmm are libraries: importing them, or training, sets no environment variable (process-wide
 defaults belong to the CLI, flows/settings.py), and they never go to a model hub unless told to."""
+
 import json
 import os
 import socket
@@ -58,8 +59,9 @@ def test_importing_features_and_selfmm_and_training_leave_the_environment_unchan
     env = {k: v for k, v in os.environ.items() if k not in LIBRARY_DEFAULTS}  # what a library user may not have set
     env["PYTHONPATH"] = str(REPO)
     env.setdefault("OMP_NUM_THREADS", "1")
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["after_import"] == seen["before"]
@@ -88,10 +90,12 @@ def test_library_users_never_wait_on_the_model_hub(tmp_path):
     connects to the hub (here a local socket that would record the connection)."""
     with socket.create_server(("127.0.0.1", 0)) as hub:
         env = {k: v for k, v in os.environ.items() if k not in LIBRARY_DEFAULTS}
-        env.update(PYTHONPATH=str(REPO), HF_ENDPOINT=f"http://127.0.0.1:{hub.getsockname()[1]}",
-                   HF_HOME=str(tmp_path / "hf"))
-        done = subprocess.run([sys.executable, "-c", HUB_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=120)  # a load that waits on the hub hangs here
+        env.update(
+            PYTHONPATH=str(REPO), HF_ENDPOINT=f"http://127.0.0.1:{hub.getsockname()[1]}", HF_HOME=str(tmp_path / "hf")
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", HUB_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        )  # a load that waits on the hub hangs here
         assert done.returncode == 0, done.stderr[-3000:]
         hub.setblocking(False)
         with pytest.raises(BlockingIOError):

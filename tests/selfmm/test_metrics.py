@@ -1,4 +1,5 @@
 """Metrics against cases worked out by hand, including zeros, exact .5 roundings and clipping."""
+
 import math
 
 import pytest

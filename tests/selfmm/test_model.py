@@ -1,4 +1,5 @@
 """The network: shapes, true-length packing, padding invariance, optimizer groups."""
+
 from typing import cast
 
 import pytest
@@ -13,8 +14,16 @@ from selfmm.trainer import make_optimizer
 
 def _model(config: TrainConfig | None = None, hidden: int = 24) -> SelfMM:
     torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=40, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=32, max_position_embeddings=64))
+    bert = BertModel(
+        BertConfig(
+            vocab_size=40,
+            hidden_size=hidden,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        )
+    )
     return SelfMM(config or TrainConfig(), audio_dim=3, video_dim=2, text_encoder=bert)
 
 
@@ -24,8 +33,16 @@ def _items(n: int = 4) -> list[Item]:
     for i in range(n):
         tokens, t_a, t_v = 3 + i, 2 + 3 * i, i  # clip 0 has no video frames
         ids = torch.cat([torch.tensor([2]), torch.randint(5, 40, (tokens - 2,), generator=g), torch.tensor([3])])
-        items.append(Item(i, ids, torch.ones(tokens, dtype=torch.long), torch.randn(t_a, 3, generator=g),
-                          torch.randn(t_v, 2, generator=g), 0.0))
+        items.append(
+            Item(
+                i,
+                ids,
+                torch.ones(tokens, dtype=torch.long),
+                torch.randn(t_a, 3, generator=g),
+                torch.randn(t_v, 2, generator=g),
+                0.0,
+            )
+        )
     return items
 
 
@@ -74,7 +91,12 @@ def test_optimizer_has_the_five_reference_groups_covering_every_parameter_once()
     model = _model(config)
     groups = make_optimizer(model, config).param_groups
     assert [(g["lr"], g["weight_decay"]) for g in groups] == [
-        (5e-5, 1e-3), (5e-5, 0.0), (5e-3, 0.0), (1e-4, 0.0), (1e-3, 1e-2)]
+        (5e-5, 1e-3),
+        (5e-5, 0.0),
+        (5e-3, 0.0),
+        (1e-4, 0.0),
+        (1e-3, 1e-2),
+    ]
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())
     names = {id(p): n for n, p in model.named_parameters()}

@@ -1,4 +1,5 @@
 """The published Self-MM numbers: keyed like our metrics, the values of spec section 7, printed beside ours."""
+
 import numpy as np
 import pytest
 
@@ -25,14 +26,28 @@ def test_values_are_those_of_spec_section_7():
     assert mosi_mmsa.metrics["Non0_acc_2"] == 0.8546 and mosi_mmsa.metrics["MAE"] == 0.7080
     assert mosi_paper.metrics["Non0_acc_2"] == 0.8598 and mosi_paper.metrics["MAE"] == 0.713
     assert PUBLISHED["mosei"][0].metrics["Mult_acc_7"] == 0.5387 and PUBLISHED["mosei"][1].metrics["Corr"] == 0.765
-    assert PUBLISHED["sims"][0].metrics == {"Mult_acc_2": 0.8004, "Mult_acc_3": 0.6547, "Mult_acc_5": 0.4153,
-                                            "F1_score": 0.8044, "MAE": 0.4250, "Corr": 0.5952}
+    assert PUBLISHED["sims"][0].metrics == {
+        "Mult_acc_2": 0.8004,
+        "Mult_acc_3": 0.6547,
+        "Mult_acc_5": 0.4153,
+        "F1_score": 0.8044,
+        "MAE": 0.4250,
+        "Corr": 0.5952,
+    }
     assert "unverified" in PUBLISHED["sims"][1].note
 
 
 def test_table_prints_ours_beside_the_published_numbers():
-    ours = {"Has0_acc_2": 0.8123, "Has0_F1_score": 0.81, "Non0_acc_2": 0.83, "Non0_F1_score": 0.8299,
-            "Mult_acc_5": 0.5, "Mult_acc_7": 0.4404, "MAE": 0.7512, "Corr": 0.7711}
+    ours = {
+        "Has0_acc_2": 0.8123,
+        "Has0_F1_score": 0.81,
+        "Non0_acc_2": 0.83,
+        "Non0_F1_score": 0.8299,
+        "Mult_acc_5": 0.5,
+        "Mult_acc_7": 0.4404,
+        "MAE": 0.7512,
+        "Corr": 0.7711,
+    }
     table = compare_table("MOSI", ours, {"Has0_acc_2": 0.0123, "MAE": 0.004})
     lines = table.splitlines()
     assert lines[1].split() == ["metric", "ours", "mmsa", "paper"]

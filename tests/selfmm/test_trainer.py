@@ -3,6 +3,7 @@
 Uses a one-layer random BERT with 16 hidden units (built offline) so the whole module runs in seconds;
 tests/selfmm/test_bundle.py trains the real MiniLM path end to end.
 """
+
 import csv
 import dataclasses
 import json
@@ -27,18 +28,31 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     text_model = str(make_text_model(root / "bert"))
-    store = make_synthetic_store(root / "store.h5", text_model, sizes={"train": 60, "valid": 20, "test": 30},
-                                 empty_every=6)
-    config = TrainConfig(text_model=text_model, seeds=[11, 12], batch_size=8, update_epochs=2, early_stop=2,
-                         max_epochs=8, H=1.0, metrics="sims")
+    store = make_synthetic_store(
+        root / "store.h5", text_model, sizes={"train": 60, "valid": 20, "test": 30}, empty_every=6
+    )
+    config = TrainConfig(
+        text_model=text_model,
+        seeds=[11, 12],
+        batch_size=8,
+        update_epochs=2,
+        early_stop=2,
+        max_epochs=8,
+        H=1.0,
+        metrics="sims",
+    )
     result = train(store, root / "model", config)
     return store, config, result
 
 
 def test_loss_is_l1_plus_tanh_weighted_unimodal_l1():
     preds = {"M": torch.tensor([1.0, 0.0]), "T": torch.zeros(2), "A": torch.tensor([3.0, 3.0]), "V": torch.zeros(2)}
-    targets = {"M": torch.tensor([0.5, 0.0]), "T": torch.tensor([1.5, 0.0]), "A": torch.tensor([0.5, 0.0]),
-               "V": torch.tensor([0.5, 0.0])}
+    targets = {
+        "M": torch.tensor([0.5, 0.0]),
+        "T": torch.tensor([1.5, 0.0]),
+        "A": torch.tensor([0.5, 0.0]),
+        "V": torch.tensor([0.5, 0.0]),
+    }
     # M: (0.5 + 0) / 2; T: (tanh(1) * 1.5 + tanh(0) * 0) / 2; A and V agree with y_M: weight 0
     assert multitask_loss(preds, targets).item() == pytest.approx(0.25 + math.tanh(1.0) * 0.75)
 
@@ -55,8 +69,9 @@ def test_epoch_one_labels_give_the_unimodal_heads_no_gradient():
 
 
 @pytest.mark.parametrize("trailing, steps", [(False, 2), (True, 3)])
-def test_accumulation_steps_every_update_epochs_batches_and_drops_the_trailing_ones(setup, trailing, steps,
-                                                                                     monkeypatch):
+def test_accumulation_steps_every_update_epochs_batches_and_drops_the_trailing_ones(
+    setup, trailing, steps, monkeypatch
+):
     store_path, config, _ = setup
     config = dataclasses.replace(config, update_epochs=2, batch_size=4, step_trailing_batches=trailing)
     with FeatureStore(store_path) as store:

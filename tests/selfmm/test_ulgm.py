@@ -1,4 +1,5 @@
 """ULGM against numbers worked out by hand on tiny tensors."""
+
 import pytest
 import torch
 
@@ -79,8 +80,12 @@ def test_epoch_two_updates_unimodal_labels_from_the_previous_centres():
     ulgm.step(torch.tensor([0, 1]), _features([[3.0, 4.0], [6.0, 8.0]]), epoch=1)
     # centres now: pos (3, 4), neg (6, 8). Epoch 2, clip 0: fusion feature at the origin, text feature at
     # the negative centre, audio and video features at the origin.
-    features = {"M": torch.tensor([[0.0, 0.0]]), "T": torch.tensor([[6.0, 8.0]]),
-                "A": torch.tensor([[0.0, 0.0]]), "V": torch.tensor([[0.0, 0.0]])}
+    features = {
+        "M": torch.tensor([[0.0, 0.0]]),
+        "T": torch.tensor([[6.0, 8.0]]),
+        "A": torch.tensor([[0.0, 0.0]]),
+        "V": torch.tensor([[0.0, 0.0]]),
+    }
     ulgm.step(torch.tensor([0]), features, epoch=2)
     # delta_M = delta_A = delta_V = 1 (see the distance test); delta_T = -1.
     # T: ratio 0.5 * -1 / 1 = -0.5, difference 0.5 - 1 - 1 = -1.5 -> -1; momentum 1/3 * 0.5 + 2/3 * -1 = -0.5

@@ -1,4 +1,5 @@
 """Test helpers: where the real data is, small MMSA-layout datasets built from it, media writers."""
+
 from __future__ import annotations
 
 import csv
@@ -45,8 +46,9 @@ def add_clip(root: Path, video_id: str, clip_id: str, media: Path, text: str, la
     return {"video_id": video_id, "clip_id": clip_id, "text": text, "label": label, "mode": mode}
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int = 15, audio: np.ndarray | None = None,
-                rate: int = 16000) -> Path:
+def write_video(
+    path: Path, frames: np.ndarray, fps: int = 15, audio: np.ndarray | None = None, rate: int = 16000
+) -> Path:
     """Encode RGB frames (N, H, W, 3) and optional mono float audio into an mp4 (H.264 + AAC)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
@@ -64,7 +66,7 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 15, audio: np.ndarray
             assert audio is not None  # sound exists only for it
             block = 1024
             for i in range(0, len(audio), block):
-                chunk = audio[i:i + block].astype(np.float32)[None, :]
+                chunk = audio[i : i + block].astype(np.float32)[None, :]
                 frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
                 frame.sample_rate = rate
                 frame.pts = i

@@ -1,4 +1,5 @@
 """Temporary git+DVC projects that hold this repo's pipeline, and commands run in them with the real tools."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,10 @@ from tests.support.data import REPO
 
 BIN = Path(sys.executable).parent
 PROJECT_FILES = ["dvc.yaml", "features", "selfmm", "flows"]
-SMALL = {"demo": {"clips": 30, "seed": 3},
-         "train": {"preset": "demo", "seeds": [1111], "max_epochs": 2, "device": "cpu"}}
+SMALL = {
+    "demo": {"clips": 30, "seed": 3},
+    "train": {"preset": "demo", "seeds": [1111], "max_epochs": 2, "device": "cpu"},
+}
 
 
 def make_project(root: Path) -> Path:
@@ -34,7 +37,6 @@ def make_project(root: Path) -> Path:
     return root
 
 
-
 def project(root: Path, **sections: dict) -> Path:
     """A project as make_project makes it, with params sections merged key by key."""
     root = make_project(root)
@@ -47,17 +49,26 @@ def project(root: Path, **sections: dict) -> Path:
 
 def env(root: Path, api_url: str | None = None) -> dict[str, str]:
     """The environment of a user in ``root``: the venv's tools on PATH, Prefect state in ``root/.prefect``."""
-    out = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PREFECT_HOME": str(root / ".prefect"),
-           "DVC_NO_ANALYTICS": "1", "PREFECT_RUNNER_POLL_FREQUENCY": "2", "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    out = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PREFECT_HOME": str(root / ".prefect"),
+        "DVC_NO_ANALYTICS": "1",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     out.pop("PREFECT_API_URL", None)
     if api_url:
         out["PREFECT_API_URL"] = api_url
     return out
 
 
-def sh(cmd: list[str], root: Path, api_url: str | None = None, check: bool = True,
-       timeout: float = 600) -> subprocess.CompletedProcess:
+def sh(
+    cmd: list[str], root: Path, api_url: str | None = None, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, cwd=root, env=env(root, api_url), capture_output=True, text=True, timeout=timeout)
     if check:
         assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"

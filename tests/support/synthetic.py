@@ -5,6 +5,7 @@ audio and vision frames are noise plus y times a fixed direction; the transcript
 positive or negative words, more of them the stronger y is. Length profiles give realistic raggedness
 ("mosi": MOSI-like token, audio and video lengths, long-tailed) or tiny sequences for fast tests.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -20,8 +21,28 @@ from features.types import Clip, ModalityProvenance
 
 POSITIVE = ["good", "great", "happy", "love", "excellent", "nice", "fun", "best", "wonderful", "funny"]
 NEGATIVE = ["bad", "awful", "sad", "hate", "terrible", "boring", "worst", "poor", "stupid", "annoying"]
-NEUTRAL = ["the", "movie", "was", "a", "and", "it", "i", "this", "film", "story", "actor", "really", "just",
-           "so", "but", "like", "think", "kind", "of", "um"]
+NEUTRAL = [
+    "the",
+    "movie",
+    "was",
+    "a",
+    "and",
+    "it",
+    "i",
+    "this",
+    "film",
+    "story",
+    "actor",
+    "really",
+    "just",
+    "so",
+    "but",
+    "like",
+    "think",
+    "kind",
+    "of",
+    "um",
+]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 # name -> modality -> (median, log-normal sigma, max) of words, audio frames and video frames.
@@ -37,8 +58,15 @@ LENGTHS = {
 }
 
 
-def make_text_model(folder: str | Path, hidden: int = 16, layers: int = 1, heads: int = 2,
-                    intermediate: int = 32, vocab_size: int | None = None, seed: int = 0) -> Path:
+def make_text_model(
+    folder: str | Path,
+    hidden: int = 16,
+    layers: int = 1,
+    heads: int = 2,
+    intermediate: int = 32,
+    vocab_size: int | None = None,
+    seed: int = 0,
+) -> Path:
     """A randomly initialised BERT whose WordPiece vocabulary holds the synthetic words, saved with its
     tokenizer to ``folder``. ``vocab_size`` pads the vocabulary (e.g. 30522 for a MiniLM-sized model)."""
     folder = Path(folder)
@@ -48,8 +76,14 @@ def make_text_model(folder: str | Path, hidden: int = 16, layers: int = 1, heads
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(folder)
     return folder
 
@@ -62,9 +96,16 @@ def _lengths(z: np.ndarray, median: int, sigma: float, maximum: int) -> np.ndarr
     return np.clip(np.round(median * np.exp(sigma * z)), 0, maximum).astype(int)
 
 
-def synthetic_clips(sizes: dict[str, int], tokenize: Callable[[str], list[int]], audio_dim: int = 5,
-                    video_dim: int = 20, label_scale: float = 1.0, lengths: str = "short", seed: int = 0,
-                    empty_every: int = 0) -> list[Clip]:
+def synthetic_clips(
+    sizes: dict[str, int],
+    tokenize: Callable[[str], list[int]],
+    audio_dim: int = 5,
+    video_dim: int = 20,
+    label_scale: float = 1.0,
+    lengths: str = "short",
+    seed: int = 0,
+    empty_every: int = 0,
+) -> list[Clip]:
     """Clips with labels uniform in [-label_scale, label_scale]; every ``empty_every``-th clip (0: none) has
     no audio frames and no detected face."""
     rng = np.random.default_rng(seed)
@@ -75,30 +116,51 @@ def synthetic_clips(sizes: dict[str, int], tokenize: Callable[[str], list[int]],
     for split, n in sizes.items():
         labels = rng.uniform(-label_scale, label_scale, n)
         duration = rng.standard_normal(n)
-        speech = (WORDS_DURATION_CORRELATION * duration
-                  + np.sqrt(1 - WORDS_DURATION_CORRELATION**2) * rng.standard_normal(n))
+        speech = WORDS_DURATION_CORRELATION * duration + np.sqrt(
+            1 - WORDS_DURATION_CORRELATION**2
+        ) * rng.standard_normal(n)
         words = _lengths(speech, *profile["words"])
         t_a, t_v = _lengths(duration, *profile["audio"]), _lengths(duration, *profile["vision"])
         for i in range(n):
             y = labels[i] / label_scale
             sentiment = POSITIVE if y >= 0 else NEGATIVE
-            text = " ".join(rng.choice(sentiment) if rng.random() < abs(y) else rng.choice(NEUTRAL)
-                            for _ in range(max(1, words[i])))
+            text = " ".join(
+                rng.choice(sentiment) if rng.random() < abs(y) else rng.choice(NEUTRAL) for _ in range(max(1, words[i]))
+            )
             empty = empty_every > 0 and (len(clips) + 1) % empty_every == 0
             audio = rng.standard_normal((0 if empty else t_a[i], audio_dim)).astype(np.float32) + y * direction_a
             face = np.zeros(t_v[i], bool) if empty else rng.random(t_v[i]) < 0.9
             vision = (rng.standard_normal((t_v[i], video_dim)).astype(np.float32) + y * direction_v) * face[:, None]
             ids = np.asarray(tokenize(text), np.int32)
-            clips.append(Clip(video_id=f"{split}{i // 4:04d}", clip_id=str(i % 4), split=split, text=text,
-                              label=float(labels[i]), audio=audio, vision=vision, face_mask=face,
-                              input_ids=ids, attention_mask=np.ones(len(ids), np.int8)))
+            clips.append(
+                Clip(
+                    video_id=f"{split}{i // 4:04d}",
+                    clip_id=str(i % 4),
+                    split=split,
+                    text=text,
+                    label=float(labels[i]),
+                    audio=audio,
+                    vision=vision,
+                    face_mask=face,
+                    input_ids=ids,
+                    attention_mask=np.ones(len(ids), np.int8),
+                )
+            )
     return clips
 
 
-def make_synthetic_store(path: str | Path, text_model: str, sizes: dict[str, int] | None = None,
-                         audio_dim: int = 5, video_dim: int = 20, label_scale: float = 1.0,
-                         lengths: str = "short", seed: int = 0, empty_every: int = 0,
-                         feature_config_hash: str = "synthetic") -> Path:
+def make_synthetic_store(
+    path: str | Path,
+    text_model: str,
+    sizes: dict[str, int] | None = None,
+    audio_dim: int = 5,
+    video_dim: int = 20,
+    label_scale: float = 1.0,
+    lengths: str = "short",
+    seed: int = 0,
+    empty_every: int = 0,
+    feature_config_hash: str = "synthetic",
+) -> Path:
     """A feature store of synthetic clips, tokenised by ``text_model``'s tokenizer (max 50 tokens)."""
     sizes = sizes or {"train": 48, "valid": 16, "test": 16}
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(text_model))

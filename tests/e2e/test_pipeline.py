@@ -35,6 +35,7 @@ def test_dvc_repro_from_scratch_twice_gives_identical_metrics_and_survives_bad_i
     result = metrics(first)
     assert result["clips"] >= 3 and set(result["seeds"]) == {"1111"}
     assert set(result["unimodal_recovery"]) == {"T", "A", "V"}
+    assert result["numerics"] == {"mode": "portable", "threads": 2}  # the demo preset's, recorded with the result
     assert (first / "dvc.lock").is_file()
     for table in ("loss.csv", "predictions.csv", "unimodal_labels.csv"):
         assert (first / "build/demo/report" / table).stat().st_size > 0

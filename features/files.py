@@ -73,16 +73,16 @@ def _sync(path: Path) -> None:
                 _sync(Path(folder) / name)
             _sync_folder(Path(folder))
         return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(path)
 
 
 def _sync_folder(folder: Path) -> None:
     """Make the names in ``folder`` (a rename into it) durable."""
-    fd = os.open(folder, os.O_RDONLY)
+    _fsync(folder)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

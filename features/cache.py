@@ -7,22 +7,20 @@ clips costs ten clips of work, and changing the face settings leaves the audio s
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from features.config import Modality
+from features.config import Modality, stable_hash
 from features.files import atomic_open, atomic_write_text
 from features.types import ModalityProvenance
 
 
 def segments_hash(segments: list[tuple[str, float, float]]) -> str:
     """Hash of the (clip key, start, end) list cut from one source; NaN times mean the whole file."""
-    text = json.dumps([[k, repr(s), repr(e)] for k, s, e in segments])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return stable_hash([[k, repr(s), repr(e)] for k, s, e in segments])
 
 
 class ShardCache:

@@ -203,7 +203,11 @@ def _mapping(data: Any, where: str) -> dict[str, Any]:
     return data
 
 
+def stable_hash(data: Any) -> str:
+    """Short stable hash of JSON-ready data (keys sorted): the form of every config and cache key hash."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def config_hash(config: Any) -> str:
     """Short stable hash of a config dataclass."""
-    text = json.dumps(config_to_dict(config), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return stable_hash(config_to_dict(config))

@@ -8,7 +8,6 @@ raising, so one bad clip never costs the others. ``build_store`` merges results 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import threading
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from features.cache import ShardCache, segments_hash
-from features.config import ExtractConfig, Modality, config_to_dict
+from features.config import ExtractConfig, Modality, config_to_dict, stable_hash
 from features.extractors import audio_identity, face_identity
 from features.extractors.audio import AudioExtractor
 from features.extractors.text import TextTokenizer
@@ -106,8 +105,7 @@ class Extractors:
     def key(self, modality: Modality) -> str:
         """A modality's shard-cache key: its config and its identity, so nothing stale survives a code or
         library change, and a change to one modality leaves the others' shards valid."""
-        both = {"config": self.config.hash(modality), "identity": self.identity(modality)}
-        return hashlib.sha256(json.dumps(both, sort_keys=True).encode()).hexdigest()[:16]
+        return stable_hash({"config": self.config.hash(modality), "identity": self.identity(modality)})
 
 
 _local = threading.local()

@@ -36,15 +36,18 @@ class NumericsError(PipelineError):
 PORTABLE_CAPABILITY = "AVX2"  # what torch.backends.cpu.get_cpu_capability() reports once pinned
 
 
+# The variables that pin the kernels; read once, when torch (and MKL, oneDNN with it) loads.
+PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
 def portable_environment(threads: int) -> dict[str, str]:
     """The variables that pin the bits; threads also go to OpenMP and MKL, which read them at start-up."""
-    return {
-        "ATEN_CPU_CAPABILITY": "avx2",
-        "MKL_CBWR": "COMPATIBLE",
-        "ONEDNN_MAX_CPU_ISA": "AVX2",
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-    }
+    return {**PINNED_KERNELS, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def _unpinned() -> list[str]:
+    """The kernel settings this process's environment does not hold, as ``NAME=value``."""
+    return [f"{k}={v}" for k, v in PINNED_KERNELS.items() if os.environ.get(k) != v]
 
 
 def prepare_process(numerics: Numerics | str, threads: int | None) -> dict[str, str]:
@@ -58,13 +61,11 @@ def prepare_process(numerics: Numerics | str, threads: int | None) -> dict[str, 
     if threads is None:
         raise NumericsError("portable numerics need a fixed thread count: set train.threads in params.yaml")
     wanted = portable_environment(threads)
-    if "torch" in sys.modules:
-        stale = {k: v for k, v in wanted.items() if os.environ.get(k) != v and not k.endswith("NUM_THREADS")}
-        if stale:
-            raise NumericsError(
-                f"portable numerics must be set before torch is imported; torch is already "
-                f"loaded without {', '.join(f'{k}={v}' for k, v in stale.items())}"
-            )
+    if "torch" in sys.modules and (stale := _unpinned()):
+        raise NumericsError(
+            f"portable numerics must be set before torch is imported; torch is already loaded without "
+            f"{', '.join(stale)}"
+        )
     os.environ.update(wanted)
     return wanted
 
@@ -72,12 +73,7 @@ def prepare_process(numerics: Numerics | str, threads: int | None) -> dict[str, 
 def check_prepared(cpu_capability: str) -> None:
     """Raise unless this process runs with the portable settings; ``cpu_capability`` is torch's own report
     (``torch.backends.cpu.get_cpu_capability()``), which is lower than asked for on a CPU without AVX2."""
-    unset = [
-        f"{k}={v}"
-        for k, v in portable_environment(1).items()
-        if not k.endswith("NUM_THREADS") and os.environ.get(k) != v
-    ]
-    if unset:
+    if unset := _unpinned():
         raise NumericsError(
             f"portable numerics: this process was started without {', '.join(unset)}; run it "
             "through the selfmm CLI, or call selfmm.numerics.prepare_process before importing torch"

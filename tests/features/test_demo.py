@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,15 +31,38 @@ from features.datasets.demo.corpus import (
     face_landmarks,
     face_rig,
     make_demo_corpus,
+    measure_face,
     plan_corpus,
     render_clip,
 )
+from features.datasets.demo.faces import FACES
 from features.datasets.demo.phrases import SUBJECTS, templates_for
 from features.datasets.demo.speech import SAMPLE_RATE, Prosody, SpeechError, espeak_info, speak
 from features.datasets.mmsa_layout import load_mmsa
 from features.types import SPLITS, check_id
 
 CLIPS, PER_VIDEO, SEED = 6, 2, 7
+
+# Another x86-64 CPU, as the pinned wheels see it: the OpenBLAS kernels numpy's OpenBLAS falls back to on a CPU
+# it does not know (Zen 5), and the AVX2 paths of numpy and OpenCV where this one may take AVX-512 ones.
+OTHER_CPU = {
+    "OPENBLAS_CORETYPE": "Prescott",
+    "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL",
+    "OPENCV_CPU_DISABLE": "AVX512_SKX",
+}
+# FFmpeg has no such variable: the same CPU's flags through av_force_cpu_flags, less AVX-512 (0x100000 and
+# 0x200000) and with the slow-gather flag (0x2000000) flipped, which FFmpeg sets for Zen 4 and not for Zen 5.
+RENDER_ELSEWHERE = """
+import ctypes, json, sys
+from pathlib import Path
+import av
+avutil = ctypes.CDLL(str(next((Path(av.__file__).parent.parent / "av.libs").glob("libavutil-*.so*"))))
+avutil.av_force_cpu_flags((avutil.av_get_cpu_flags() & ~0x300000) ^ 0x2000000)
+from features.datasets.demo.corpus import plan_corpus, render_clip
+plans = plan_corpus(300, seed=0)
+render_clip(plans[0], Path(sys.argv[1]))
+print(json.dumps([p.row() for p in plans]))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +132,36 @@ def test_same_seed_same_bytes(corpus, tmp_path):
     assert _digests(again) == _digests(corpus)
     other = plan_corpus(CLIPS, seed=SEED + 1, clips_per_video=PER_VIDEO)
     assert [p.row() for p in other] != [p.row() for p in plan_corpus(CLIPS, SEED, PER_VIDEO)]
+
+
+def test_bytes_do_not_depend_on_the_cpu(tmp_path):
+    """dvc.lock pins the corpus' hash for every x86-64 CPU with AVX2: the labels of a whole corpus and one clip's
+    mp4 rendered with another CPU's dispatch (in a subprocess) are byte-identical to this one's."""
+    elsewhere = tmp_path / "elsewhere.mp4"
+    done = subprocess.run(
+        [sys.executable, "-c", RENDER_ELSEWHERE, str(elsewhere)],
+        env={**os.environ, **OTHER_CPU, "PYTHONPATH": os.pathsep.join(sys.path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    plans = plan_corpus(300, seed=0)
+    here = tmp_path / "here.mp4"
+    render_clip(plans[0], here)
+    assert json.loads(done.stdout) == [p.row() for p in plans]
+    assert elsewhere.read_bytes() == here.read_bytes()
+
+
+def test_face_table_matches_face_mesh():
+    """The committed crops and landmarks are still what Face Mesh finds in the photos, within a pixel or so."""
+    for speaker in SPEAKERS:
+        measured, table = measure_face(speaker.photo), FACES[speaker.photo]
+        assert np.abs(np.subtract(measured.crop, table.crop)).max() <= 2, speaker.name
+        assert measured.points.keys() == table.points.keys()
+        gap = max(np.abs(np.subtract(measured.points[k], table.points[k])).max() for k in table.points)
+        assert gap < 0.005, f"{speaker.name}: landmarks {gap:.4f} of the crop away from faces.FACES"
 
 
 def test_refuses_to_write_over_a_corpus(corpus):

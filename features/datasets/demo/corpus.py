@@ -8,10 +8,20 @@ Self-MM's unimodal label generation exists for. Layout and label file are MMSA's
 ``features.datasets.mmsa_layout``), with
 ``label_T/A/V`` filled as in CH-SIMS, so the rest of the pipeline reads the demo like any other dataset.
 
-Determinism: a seed fixes every draw (per clip, so clip ``k`` is the same in a 12- and a 300-clip corpus), the
-label file is byte-identical, and the media are too on a given build of FFmpeg/x264 (single-threaded x264, no
-timestamps in the container). The speech comes from the espeak-ng build pinned in requirements.lock
-(``speech.py``), not the system's, so it is the same on every machine.
+Determinism: a seed fixes every draw (per clip, so clip ``k`` is the same in a 12- and a 300-clip corpus), and
+the bytes depend on that seed and the pinned packages only, not on the CPU, because every step whose floats a
+CPU's instruction set can change is pinned:
+
+- the multimodal label is a weighted mean that often falls on a tie (-0.35), so it is computed in exact
+  fractions: a float dot product goes through numpy's OpenBLAS, whose kernel depends on the CPU (Zen 5 is not
+  known to the pinned OpenBLAS and gets its fallback kernels, Zen 4 Cooperlake's), and rounded ties either way;
+- the faces' crops and landmarks are a committed table (``faces.py``), not MediaPipe's output at render time;
+- the Gaussians and head motion are rounded to a 2**-20 grid after ``exp``/``sin``, whose last bit differs
+  between numpy's AVX-512, AVX2 and libm paths; what follows is exactly rounded arithmetic and OpenCV's
+  fixed-point warps;
+- the speech comes from the espeak-ng build pinned in requirements.lock (``speech.py``, integer output), and
+  the media are written by the FFmpeg/x264 in PyAV's wheel with single-threaded x264 and no timestamps; their
+  SIMD paths were measured to give the same packets (FFmpeg's CPU flags forced down to SSE4.2, x264's to AVX2).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import math
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from functools import cache, lru_cache
 from importlib.util import find_spec
 from itertools import repeat
@@ -32,6 +43,7 @@ import av
 import cv2
 import numpy as np
 
+from features.datasets.demo.faces import FACES, FaceGeometry
 from features.datasets.demo.phrases import sentence
 from features.datasets.demo.speech import SAMPLE_RATE, Prosody, prosody_for, speak
 from features.errors import ConfigError, PipelineError
@@ -50,6 +62,8 @@ LIP_CENTRE = (13, 14)
 EYE_CORNERS = (33, 263)  # outer corners: the face-size unit
 BROWS = ((70, 63, 105, 66, 107), (300, 293, 334, 296, 336))
 INNER_BROWS = (107, 336)
+RIG_POINTS = tuple(sorted({*MOUTH_CORNERS, *EYE_CORNERS, *(k for brow in BROWS for k in brow)}))
+GRID = 2.0**-20  # what exp and sin results are rounded to: far coarser than their last-bit differences
 
 
 class DemoCorpusError(PipelineError):
@@ -110,8 +124,16 @@ def draw_labels(
         against = -1.0 if mood >= 0 else 1.0
         values[rng.integers(3)] = against * rng.uniform(0.3, 1.0)
     t, a, v = (_round(x) for x in values)
-    m = _round(np.clip(np.dot(weights, (t, a, v)) / sum(weights), -1.0, 1.0))
-    return ClipLabels(text=t, audio=a, vision=v, multimodal=m)
+    return ClipLabels(text=t, audio=a, vision=v, multimodal=_weighted_mean((t, a, v), weights))
+
+
+def _weighted_mean(labels: tuple[float, float, float], weights: tuple[float, float, float]) -> float:
+    """The weighted mean of labels in tenths, rounded half to even to a tenth in exact arithmetic: means of such
+    labels often are ties (0.4 * -0.5 + 0.3 * -0.3 + 0.3 * -0.2 = -0.35), which a float dot product rounds
+    either way depending on the BLAS kernel the CPU gets. Weights count as the decimals they are written as."""
+    shares = [Fraction(str(w)) for w in weights]
+    total = sum((w * round(x * 10) for w, x in zip(shares, labels, strict=True)), Fraction(0))
+    return round(total / sum(shares)) / 10
 
 
 @dataclass(frozen=True)
@@ -234,6 +256,30 @@ def face_landmarks(image: np.ndarray) -> np.ndarray | None:
     return np.array([(p.x * w, p.y * h) for p in found[0].landmark])
 
 
+def _crop(image: np.ndarray, box: tuple[int, int, int], size: int) -> np.ndarray:
+    x, y, side = box
+    return cv2.resize(image[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def measure_face(photo: str, size: int = 256) -> FaceGeometry:
+    """What ``faces.FACES`` holds for a photo, measured with Face Mesh on this machine: a square around the
+    face's landmarks (1.7 times their extent, a little above their centre), and the rig's landmarks on that
+    crop at ``size``. Not used to render (its floats depend on the CPU); the table was made with it."""
+    image = _photo(photo)
+    marks = face_landmarks(image)
+    if marks is None:
+        raise DemoCorpusError(f"no face found in the demo photo {photo}")
+    low, high = marks.min(0), marks.max(0)
+    side = min(round(float((high - low).max()) * 1.7), *image.shape[:2])
+    centre = np.round((low + high) / 2 - (0, 0.05 * side))
+    x, y = np.clip(centre - side // 2, 0, np.array(image.shape[1::-1]) - side).astype(int)
+    box = (int(x), int(y), side)
+    marks = face_landmarks(_crop(image, box, size))
+    if marks is None:
+        raise DemoCorpusError(f"no face found in the crop of the demo photo {photo}")
+    return FaceGeometry(crop=box, points={k: (marks[k, 0] / size, marks[k, 1] / size) for k in RIG_POINTS})
+
+
 @dataclass(frozen=True)
 class FaceRig:
     """A face crop and the displacement fields (pixels, per pixel) of its most positive and most negative
@@ -244,24 +290,32 @@ class FaceRig:
     negative: np.ndarray
 
 
+def _settle(x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to the ``GRID``: exp and sin differ in the last bit between numpy's SIMD paths and libm."""
+    return np.round(x / GRID) * GRID
+
+
 def _bumps(shape: tuple[int, int], points: list[tuple[np.ndarray, tuple[float, float]]], sigma: float) -> np.ndarray:
-    """A smooth displacement field: each (centre, shift) moves the pixels around its centre, fading as a Gaussian."""
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
-    field = np.zeros(shape + (2,), np.float32)
+    """A smooth displacement field: each (centre, shift) moves the pixels around its centre, fading as a Gaussian
+    (separable, so only 1-D exps are rounded; the rest is exactly rounded float64 arithmetic)."""
+    field = np.zeros(shape + (2,), np.float64)
+    rows, cols = np.arange(shape[0], dtype=np.float64), np.arange(shape[1], dtype=np.float64)
     for centre, shift in points:
-        weight = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * sigma**2))
-        field += weight[..., None] * np.asarray(shift, np.float32)
-    return field
+        across = _settle(np.exp(-((cols - centre[0]) ** 2) / (2 * sigma**2)))
+        down = _settle(np.exp(-((rows - centre[1]) ** 2) / (2 * sigma**2)))
+        field += (down[:, None] * across[None, :])[..., None] * np.asarray(shift, np.float64)
+    return field.astype(np.float32)
 
 
-def _expression_fields(marks: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _expression_fields(marks: dict[int, np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Smile: mouth corners up and out, brows slightly raised. Frown: corners down and in, brows lowered, inner
     brows pulled down and together. Sizes scale with the eye-corner distance."""
-    unit = float(np.linalg.norm(marks[EYE_CORNERS[0]] - marks[EYE_CORNERS[1]]))
-    mid_x = float(marks[list(EYE_CORNERS), 0].mean())
+    left, right = (marks[k] for k in EYE_CORNERS)
+    unit = math.hypot(*(left - right))  # not np.linalg.norm: that is a BLAS dot product
+    mid_x = (left[0] + right[0]) / 2
 
     def outward(k: int) -> float:
-        return 1.0 if marks[k, 0] > mid_x else -1.0
+        return 1.0 if marks[k][0] > mid_x else -1.0
 
     def fields(sign: float) -> np.ndarray:
         points = [(marks[k], (sign * 0.05 * unit * outward(k), -sign * 0.12 * unit)) for k in MOUTH_CORNERS]
@@ -277,22 +331,14 @@ def _expression_fields(marks: np.ndarray, shape: tuple[int, int]) -> tuple[np.nd
 
 @cache
 def face_rig(photo: str, size: int) -> FaceRig:
-    """The square crop (side ``size``) around the photo's face, with the expression fields on its landmarks.
-    Landmarks are rounded to whole pixels so tiny numeric differences between machines do not move the warp."""
-    image = _photo(photo)
-    marks = face_landmarks(image)
-    if marks is None:
-        raise DemoCorpusError(f"no face found in the demo photo {photo}")
-    low, high = marks.min(0), marks.max(0)
-    side = min(round(float((high - low).max()) * 1.7), *image.shape[:2])
-    centre = np.round((low + high) / 2 - (0, 0.05 * side))
-    x, y = np.clip(centre - side // 2, 0, np.array(image.shape[1::-1]) - side).astype(int)
-    crop = cv2.resize(image[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
-    marks = face_landmarks(crop)
-    if marks is None:
-        raise DemoCorpusError(f"no face found in the crop of the demo photo {photo}")
-    positive, negative = _expression_fields(np.round(marks), (size, size))
-    return FaceRig(image=crop, positive=positive, negative=negative)
+    """The square crop (side ``size``) around the photo's face, with the expression fields on its landmarks,
+    both from the committed ``faces.FACES`` table."""
+    face = FACES.get(photo)
+    if face is None:
+        raise DemoCorpusError(f"no face geometry for the demo photo {photo} in faces.FACES (see measure_face)")
+    marks = {k: np.array(point, np.float64) * size for k, point in face.points.items()}
+    positive, negative = _expression_fields(marks, (size, size))
+    return FaceRig(image=_crop(_photo(photo), face.crop, size), positive=positive, negative=negative)
 
 
 def express(rig: FaceRig, vision: float) -> np.ndarray:
@@ -316,11 +362,13 @@ def face_frames(rig: FaceRig, vision: float, n_frames: int, fps: int, rng: np.ra
         phase, hertz = rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.7)
         return amplitude * rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * hertz * t + phase)
 
-    angle, dx, dy, zoom = wobble(3.0), wobble(0.015 * size), wobble(0.015 * size), 1 + wobble(0.02)
-    strength = vision * (1 - 0.5 * np.exp(-t / 0.3))
+    angle, dx, dy, zoom = (
+        _settle(x) for x in (wobble(3.0), wobble(0.015 * size), wobble(0.015 * size), 1 + wobble(0.02))
+    )
+    strength = _settle(vision * (1 - 0.5 * np.exp(-t / 0.3)))
     frames = []
     for i in range(n_frames):
-        motion = cv2.getRotationMatrix2D((size / 2, size / 2), angle[i], zoom[i])
+        motion = _settle(cv2.getRotationMatrix2D((size / 2, size / 2), angle[i], zoom[i]))  # libm's cos, sin
         motion[:, 2] += (dx[i], dy[i])
         frames.append(
             cv2.warpAffine(

@@ -115,11 +115,16 @@ def prefect_server(home: Path, port: int, timeout: float = STARTUP_TIMEOUT) -> I
     """``prefect server start`` on 127.0.0.1:port with ``home`` as PREFECT_HOME, in its own process group, which
     is stopped, all of it, on exit. Its log is ``home/server.log``."""
     home.mkdir(parents=True, exist_ok=True)
+    url = f"http://{LOOPBACK}:{port}/api"
     env = {
         **os.environ,
         "PREFECT_HOME": str(home.resolve()),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
+        # the UI asks /ui-settings where its API is; without these it names the default port, not this one
+        "PREFECT_SERVER_API_HOST": LOOPBACK,
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_API_URL": url,
     }
     env.pop("PREFECT_API_URL", None)
     log_path = home / "server.log"
@@ -133,7 +138,7 @@ def prefect_server(home: Path, port: int, timeout: float = STARTUP_TIMEOUT) -> I
             start_new_session=True,
         )
     try:
-        _wait_healthy(f"http://{LOOPBACK}:{port}/api", server, timeout, log_path)
+        _wait_healthy(url, server, timeout, log_path)
         yield server
     finally:
         APILogWorker.drain_all(timeout=5)  # this process's last log lines, while the server still listens

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -24,12 +25,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         _prepare_numerics(args)
-        return args.handler(args) or 0
+        if not _runs_flow(args):
+            return args.handler(args) or 0
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from flows.params import load_params
+        from flows.server import local_api
+
+        url = local_api(load_params(getattr(args, "params", None)).serve.port)
+        os.environ["PREFECT_API_URL"] = url  # for the processes it starts (DVC stages)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            return args.handler(args) or 0
     except PipelineError as err:
         if args.debug:
             traceback.print_exc()
         print(f"selfmm: error: {err}", file=sys.stderr)
         return 1
+
+
+def _runs_flow(args: argparse.Namespace) -> bool:
+    """Commands that run a Prefect flow in this process (and the DVC stages they start) share one server."""
+    return args.command in ("extract", "train", "retrain") or (args.command == "evaluate" and bool(args.report))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,6 +152,10 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=int, default=None, help="the server's port on 127.0.0.1 (default: params serve.port, else 4200)"
     )
     p.set_defaults(handler=_serve)
+
+    p = sub.add_parser("server", help="the local Prefect server flow commands start on first use and share")
+    p.add_argument("action", choices=["stop"], help="stop: end the server this project's commands left running")
+    p.set_defaults(handler=_server)
 
     p = sub.add_parser("retrain", help="retrain a dataset through DVC if its annotations changed; promote if better")
     p.add_argument("dataset", help="a dataset of params serve.datasets (data/<dataset>/)")
@@ -322,6 +342,14 @@ def _serve(args: argparse.Namespace) -> int:
     from flows.serve import serve
 
     serve(args.port)
+    return 0
+
+
+def _server(args: argparse.Namespace) -> int:
+    from flows.server import stop_local_server
+
+    home = Path(os.environ["PREFECT_HOME"])  # apply_defaults sets it
+    print(f"selfmm server: {'stopped' if stop_local_server(home) else 'none running'} ({home})")
     return 0
 
 

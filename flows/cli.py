@@ -7,19 +7,25 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from features.errors import ConfigError, PipelineError
-from flows.settings import apply_defaults
+from flows.settings import apply_defaults, filter_native_stderr
+
+NATIVE_MODELS = ("extract", "predict", "demo-corpus", "retrain")  # commands that load MediaPipe and LiteRT
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand. A project error (``PipelineError``: bad params, a dataset it cannot use, ...) is one
     line on stderr and exit code 1; anything else is a bug and propagates with its traceback. ``--debug``
     shows the traceback of project errors too."""
-    apply_defaults()
     parser = _parser()
     args = parser.parse_args(argv)
+    apply_defaults(verbose=args.verbose)
+    if argv is None and not args.verbose and args.command in NATIVE_MODELS:  # called from Python: stderr is theirs
+        filter_native_stderr()
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -33,14 +39,27 @@ def main(argv: list[str] | None = None) -> int:
         from flows.server import local_api
 
         url = local_api(load_params(getattr(args, "params", None)).serve.port)
-        os.environ["PREFECT_API_URL"] = url  # for the processes it starts (DVC stages)
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with temporary_settings(updates={PREFECT_API_URL: url}), _environ("PREFECT_API_URL", url):  # DVC stages too
             return args.handler(args) or 0
     except PipelineError as err:
         if args.debug:
             traceback.print_exc()
         print(f"selfmm: error: {err}", file=sys.stderr)
         return 1
+
+
+@contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in the environment for the duration, as it was after."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 def _runs_flow(args: argparse.Namespace) -> bool:
@@ -51,6 +70,9 @@ def _runs_flow(args: argparse.Namespace) -> bool:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfmm", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
+    parser.add_argument(
+        "--verbose", action="store_true", help="let third-party libraries (TFLite, MediaPipe, transformers) talk"
+    )
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("extract", help="raw dataset folder -> HDF5 feature store (runs the feature-extract flow)")

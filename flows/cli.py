@@ -4,27 +4,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from features.errors import ConfigError, PipelineError
-from flows.settings import apply_defaults
+from flows.settings import apply_defaults, filter_native_stderr
+
+NATIVE_MODELS = ("extract", "predict", "demo-corpus", "retrain")  # commands that load MediaPipe and LiteRT
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand. A project error (``PipelineError``: bad params, a dataset it cannot use, ...) is one
     line on stderr and exit code 1; anything else is a bug and propagates with its traceback. ``--debug``
     shows the traceback of project errors too."""
-    apply_defaults()
     parser = _parser()
     args = parser.parse_args(argv)
+    apply_defaults(verbose=args.verbose)
+    if argv is None and not args.verbose and args.command in NATIVE_MODELS:  # called from Python: stderr is theirs
+        filter_native_stderr()
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
     try:
         _prepare_numerics(args)
-        return args.handler(args) or 0
+        if not _runs_flow(args):
+            return args.handler(args) or 0
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from flows.params import load_params
+        from flows.server import local_api
+
+        url = local_api(load_params(getattr(args, "params", None)).serve.port)
+        with temporary_settings(updates={PREFECT_API_URL: url}), _environ("PREFECT_API_URL", url):  # DVC stages too
+            return args.handler(args) or 0
     except PipelineError as err:
         if args.debug:
             traceback.print_exc()
@@ -32,9 +48,31 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+@contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in the environment for the duration, as it was after."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _runs_flow(args: argparse.Namespace) -> bool:
+    """Commands that run a Prefect flow in this process (and the DVC stages they start) share one server."""
+    return args.command in ("extract", "train", "retrain") or (args.command == "evaluate" and bool(args.report))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfmm", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
+    parser.add_argument(
+        "--verbose", action="store_true", help="let third-party libraries (TFLite, MediaPipe, transformers) talk"
+    )
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("extract", help="raw dataset folder -> HDF5 feature store (runs the feature-extract flow)")
@@ -136,6 +174,10 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=int, default=None, help="the server's port on 127.0.0.1 (default: params serve.port, else 4200)"
     )
     p.set_defaults(handler=_serve)
+
+    p = sub.add_parser("server", help="the local Prefect server flow commands start on first use and share")
+    p.add_argument("action", choices=["stop"], help="stop: end the server this project's commands left running")
+    p.set_defaults(handler=_server)
 
     p = sub.add_parser("retrain", help="retrain a dataset through DVC if its annotations changed; promote if better")
     p.add_argument("dataset", help="a dataset of params serve.datasets (data/<dataset>/)")
@@ -322,6 +364,14 @@ def _serve(args: argparse.Namespace) -> int:
     from flows.serve import serve
 
     serve(args.port)
+    return 0
+
+
+def _server(args: argparse.Namespace) -> int:
+    from flows.server import stop_local_server
+
+    home = Path(os.environ["PREFECT_HOME"])  # apply_defaults sets it
+    print(f"selfmm server: {'stopped' if stop_local_server(home) else 'none running'} ({home})")
     return 0
 
 

@@ -10,6 +10,7 @@ from typing import cast
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from features.errors import ConfigError
 from features.store import FeatureStore
@@ -42,7 +43,7 @@ def run_model(model: SelfMM, loader: DataLoader, device: torch.device, amp: bool
     model.eval()
     n = len(cast(Sized, loader.dataset))  # a map-style dataset (ClipDataset); torch's Dataset type has no __len__
     out = {task: np.zeros(n, np.float32) for task in TASKS}
-    for batch in loader:
+    for batch in tqdm(loader, desc="predict", unit="batch", leave=False, disable=None):  # a bar on a TTY only
         with autocast(device, amp):
             preds = model(batch.to(device)).preds
         for task in TASKS:

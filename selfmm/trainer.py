@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from features.extractors.text import resolve_model, vocabulary_of
@@ -129,7 +130,9 @@ def train_seed(
         seconds = time.perf_counter() - start  # train_epoch ends by reading its loss: the device is synced
         valid_loss = l1(run_model(model, loaders["valid"], device, config.amp)["M"], data["valid"].labels)
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "train_seconds": seconds})
-        log.info("seed %d epoch %d: train loss %.4f, valid L1 %.4f", seed, epoch, train_loss, valid_loss)
+        log.info(
+            "seed %d epoch %d: train loss %.4f, valid L1 %.4f, %.1f s", seed, epoch, train_loss, valid_loss, seconds
+        )
         if not math.isfinite(valid_loss):
             raise FloatingPointError(
                 f"seed {seed}, epoch {epoch}: validation loss is {valid_loss}; training "
@@ -175,7 +178,7 @@ def train_epoch(
     model.train()
     k = config.update_epochs
     total = torch.zeros((), device=device)
-    for b, batch in enumerate(loader):
+    for b, batch in enumerate(tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None)):  # TTY only
         if b % k == 0:
             optimizer.zero_grad()
         batch = batch.to(device)

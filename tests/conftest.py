@@ -52,12 +52,24 @@ def prefect_server(tmp_path_factory) -> Iterator[str]:
     production code of `selfmm serve`); flows called in this process report to it, and so do their DVC stages."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.serve import prefect_server as start_server
+    from flows.server import prefect_server as start_server
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     with start_server(tmp_path_factory.mktemp("prefect-home"), port), temporary_settings({PREFECT_API_URL: url}):
         yield url
+
+
+@pytest.fixture(autouse=True)
+def stop_local_servers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Flow commands in a test's projects leave their shared local Prefect server running: stop it with the test."""
+    tmp_path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp_path is not None:
+        from flows.server import stop_local_server
+
+        for pid_file in tmp_path.glob("**/.prefect/selfmm-server.pid"):
+            stop_local_server(pid_file.parent)
 
 
 @pytest.fixture(scope="module")

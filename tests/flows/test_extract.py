@@ -98,7 +98,7 @@ def test_cli_extract_then_info(mosi_dataset, tmp_path, capsys):
     assert "audio: opensmile" in shown and "made by " in shown and "opensmile 2.6.0" in shown
 
 
-def test_cli_reports_bad_dataset_and_bad_override(tmp_path, capsys):
+def test_cli_reports_bad_dataset_and_bad_override(tmp_path, capsys, prefect_server):
     assert main(["extract", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.h5")]) == 1
     assert "not found" in capsys.readouterr().err
     (tmp_path / "ds").mkdir()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.data import REPO
+from tests.support.data import REPO, free_port
 
 BIN = Path(sys.executable).parent
 PROJECT_FILES = ["dvc.yaml", "features", "selfmm", "flows"]
@@ -31,6 +31,7 @@ def make_project(root: Path) -> Path:
             shutil.copy(source, root / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.update(SMALL)
+    params["serve"]["port"] = free_port()  # of the local server its flow commands share, never another's
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         run(cmd, root)
@@ -76,6 +77,7 @@ def sh(
 
 
 def run(cmd: list[str], cwd: Path, stdout_only: bool = False) -> str:
-    """Run a tool in a project (no Prefect API: each flow command starts its own); fail the test on an error."""
+    """Run a tool in a project (no Prefect API: its flow commands share the project's local server, which the
+    test's clean-up stops); fail the test on an error."""
     done = sh(cmd, cwd, timeout=900)
     return done.stdout if stdout_only else done.stdout + done.stderr

@@ -32,7 +32,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from functools import cache, lru_cache
+from functools import cache, lru_cache, partial
 from importlib.util import find_spec
 from itertools import repeat
 from multiprocessing import get_context
@@ -42,6 +42,7 @@ from typing import Any
 import av
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from features.datasets.demo.faces import FACES, FaceGeometry
 from features.datasets.demo.phrases import sentence
@@ -438,11 +439,12 @@ def make_demo_corpus(
     for folder in {path.parent for path in paths}:
         folder.mkdir(parents=True, exist_ok=True)
     args = (plans, paths, repeat(size), repeat(fps))
+    bar = partial(tqdm, total=len(plans), desc="demo corpus", unit="clip", disable=None)  # a bar on a TTY only
     if workers > 1:  # spawn, not fork: MediaPipe and OpenCV hold threads
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-            list(pool.map(render_clip, *args, chunksize=4))
+            list(bar(pool.map(render_clip, *args, chunksize=4)))
     else:
-        list(map(render_clip, *args))
+        list(bar(map(render_clip, *args)))
     with atomic_open(label_file, "w", newline="", encoding="utf-8") as f:
         writer: csv.DictWriter[str] = csv.DictWriter(f, fieldnames=LABEL_COLUMNS, lineterminator="\n")
         writer.writeheader()

@@ -1,0 +1,191 @@
+"""The Prefect server of local commands: the configured one, one already answering on loopback, or one started
+here, either for one command (``selfmm serve``) or left running for the commands after it (``local_api``).
+
+Light on imports: flow commands call it before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from features.errors import PipelineError
+
+LOOPBACK = "127.0.0.1"
+STARTUP_TIMEOUT = 120.0  # seconds for a new server to answer (about 11 s on a new database here)
+GRACE = 10.0  # seconds a process gets between SIGTERM and SIGKILL
+LOCAL_SERVER_PID = "selfmm-server.pid"  # in PREFECT_HOME: the server local_api left running
+
+
+class ServeError(PipelineError):
+    """The Prefect server could not be reached or started."""
+
+
+@dataclass
+class PrefectAPI:
+    url: str
+    server: subprocess.Popen | None  # the server this command started, if it started one
+
+
+@contextmanager
+def prefect_api(port: int, keep: bool = False) -> Iterator[PrefectAPI]:
+    """Connect to the configured or already running server, or start one: stopped again on exit, or with
+    ``keep`` left running for later commands."""
+    from prefect.settings import PREFECT_API_URL
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        if not healthy(configured):
+            raise ServeError(
+                f"no Prefect server answers at PREFECT_API_URL={configured}: start it, or unset "
+                f"PREFECT_API_URL and `selfmm serve` starts one on {LOOPBACK}"
+            )
+        yield PrefectAPI(configured, None)
+        return
+    url = f"http://{LOOPBACK}:{port}/api"
+    if healthy(url):
+        yield PrefectAPI(url, None)
+        return
+    if _port_taken(port):
+        raise ServeError(
+            f"{LOOPBACK}:{port} is taken by something that is not a Prefect server; "
+            f"choose another port (selfmm serve --port, or params serve.port)"
+        )
+    home = Path(os.environ.get("PREFECT_HOME") or ".prefect")
+    if keep:
+        _start_detached(home, port)
+        yield PrefectAPI(url, None)
+        return
+    with prefect_server(home, port) as server:
+        yield PrefectAPI(url, server)
+
+
+def local_api(port: int) -> str:
+    """The Prefect API a local flow command reports to, without a server start per command: the configured
+    ``PREFECT_API_URL`` (it must answer), else the server answering on 127.0.0.1:port (``selfmm serve``'s, or
+    the one an earlier command left), else one started now and left running for the next commands, detached,
+    with its state and log in PREFECT_HOME (``selfmm server stop`` ends it)."""
+    with prefect_api(port, keep=True) as api:
+        return api.url
+
+
+def stop_local_server(home: Path) -> bool:
+    """Stop the server ``local_api`` left running with state in ``home``; False if none was running."""
+    pid_file = home / LOCAL_SERVER_PID
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return False
+    pid_file.unlink()
+    try:
+        process = psutil.Process(pid)
+        os.killpg(pid, signal.SIGTERM)
+    except (psutil.NoSuchProcess, ProcessLookupError):
+        return False
+    try:
+        process.wait(GRACE)
+    except psutil.TimeoutExpired:
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def _start_detached(home: Path, port: int) -> None:
+    server = _start_server(home, port)
+    (home / LOCAL_SERVER_PID).write_text(str(server.pid))
+    _wait_healthy(f"http://{LOOPBACK}:{port}/api", server, STARTUP_TIMEOUT, home / "server.log")
+
+
+@contextmanager
+def prefect_server(home: Path, port: int, timeout: float = STARTUP_TIMEOUT) -> Iterator[subprocess.Popen]:
+    """``prefect server start`` on 127.0.0.1:port with ``home`` as PREFECT_HOME, in its own process group, which
+    is stopped, all of it, on exit. Its log is ``home/server.log``."""
+    server = _start_server(home, port)
+    try:
+        _wait_healthy(f"http://{LOOPBACK}:{port}/api", server, timeout, home / "server.log")
+        yield server
+    finally:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)  # this process's last log lines, while the server still listens
+        stop_group(server)
+
+
+def _start_server(home: Path, port: int) -> subprocess.Popen:
+    """``prefect server start`` on 127.0.0.1:port, state in ``home``, leading a process group of its own."""
+    home.mkdir(parents=True, exist_ok=True)
+    url = f"http://{LOOPBACK}:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home.resolve()),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        # the UI asks /ui-settings where its API is; without these it names the default port, not this one
+        "PREFECT_SERVER_API_HOST": LOOPBACK,
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_API_URL": url,
+    }
+    env.pop("PREFECT_API_URL", None)
+    with open(home / "server.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", LOOPBACK, "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, timeout: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not healthy(url):
+        if server.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise ServeError(
+                f"prefect server exited with code {server.returncode} before answering; {log_path}:\n{tail}"
+            )
+        if time.monotonic() > deadline:
+            raise ServeError(f"prefect server did not answer at {url} within {timeout:.0f} s; see {log_path}")
+        time.sleep(0.5)
+
+
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    """Whether a Prefect API answers its health check at ``url`` (``http://host:port/api``), asked directly,
+    never through an HTTP proxy from the environment."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{url.rstrip('/')}/health", timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((LOOPBACK, port)) == 0
+
+
+def stop_group(process: subprocess.Popen, grace: float = GRACE) -> None:
+    """SIGTERM to the process group led by ``process``, SIGKILL to what is left after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait()

@@ -131,9 +131,14 @@ def _segments(source: SourceVideo) -> list[tuple[str, float, float]]:
 
 
 def extract_source(
-    source: SourceVideo, config: ExtractConfig, cache: ShardCache, extractors: Extractors | None = None
+    source: SourceVideo,
+    config: ExtractConfig,
+    cache: ShardCache,
+    extractors: Extractors | None = None,
+    require_text: bool = True,
 ) -> SourceResult:
-    """Features of every clip of one source; per-clip problems become failures, never exceptions."""
+    """Features of every clip of one source; per-clip problems become failures, never exceptions.
+    ``require_text=False`` (prediction) keeps a clip without a transcript: its text is then unknown."""
     extractors = extractors or thread_extractors(config)
     name = str(source.media)
     try:
@@ -158,7 +163,7 @@ def extract_source(
     assert audio is not None and vision is not None  # both cached, or both just computed
     result = SourceResult(source=name, status=status)
     for spec in source.clips:
-        clip_or_failure = _assemble(spec, audio, vision, sha, config, extractors)
+        clip_or_failure = _assemble(spec, audio, vision, sha, config, extractors, require_text)
         if isinstance(clip_or_failure, Clip):
             result.clips.append(clip_or_failure)
         else:

@@ -89,9 +89,8 @@ def decode(
         sampler = _FrameSampler(fps, max_side, frame_sink, batch)
         streams = [s for s in (audio_stream, video_stream) if s is not None]
         try:
-            if not streams:
-                raise MediaError(f"{path}: nothing to decode")
-            for frame in container.decode(*streams):
+            # no stream left (only audio asked for, and the file has none): nothing decoded, has_audio False
+            for frame in container.decode(*streams) if streams else ():
                 if isinstance(frame, av.AudioFrame):
                     chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
                 else:

@@ -149,13 +149,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_evaluate)
 
-    p = sub.add_parser("predict", help="fused and per-modality sentiment of one raw video or audio file")
-    p.add_argument("media", type=Path)
-    p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--text", default="", help="the transcript (empty: text unknown)")
+    p = sub.add_parser(
+        "predict", help="fused and per-modality sentiment of a media file, a folder of media or a dataset folder"
+    )
+    p.add_argument(
+        "media",
+        type=Path,
+        help="a media file, a folder of media (searched recursively; <file>.txt beside one is its transcript) "
+        "or a dataset folder (label.csv or a CMU segment file, any layout `selfmm extract` reads)",
+    )
+    p.add_argument("--model", required=True, type=Path, help="a model bundle, or models/<dataset>/champion")
+    p.add_argument("--text", default="", help="the transcript of a single media file (empty: text unknown)")
     p.add_argument("--seed", type=int, default=None, help="which seed's model (default: the bundle's selected)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="predictions.csv to write, one row per clip (default: predictions.csv for a folder; none for a file)",
+    )
+    p.add_argument("--cache-dir", default=None, help="shard cache folder (default: params run.cache_dir)")
+    p.add_argument("--params", default=None, help="params file (default: params.yaml if present)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_predict)
+
+    p = sub.add_parser("serve-model", help="an HTTP prediction service that follows a champion (or serves a bundle)")
+    p.add_argument("--model", required=True, type=Path, help="models/<dataset>/champion, or a model bundle")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--params", default=None, help="params file (default: params.yaml if present): serve.model")
+    p.set_defaults(handler=_serve_model)
 
     p = sub.add_parser("import-mmsa", help="MMSA pickle (unaligned_50.pkl, ...) -> feature store")
     p.add_argument("pickle", type=Path)
@@ -244,7 +266,7 @@ def _prepare_numerics(args: argparse.Namespace) -> None:
         from flows.params import load_params
 
         config = load_params(args.params).train_config(args.section, _train_overrides(args)).to_dict()
-    elif args.command in ("evaluate", "predict") and (args.model / "bundle.json").is_file():
+    elif args.command in ("evaluate", "predict", "serve-model") and (args.model / "bundle.json").is_file():
         config = json.loads((args.model / "bundle.json").read_text()).get("config", {})
     else:
         return
@@ -308,39 +330,60 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from features.config import ExtractConfig, Modality
-    from features.extract import extract_file, thread_extractors
+    from features.cache import ShardCache
+    from flows.params import load_params
+    from selfmm.batch import extraction_config, find_inputs, predict_inputs, summary, write_predictions
     from selfmm.bundle import load_bundle
-    from selfmm.predict import predict_clips
+    from selfmm.predict import Predictor
 
-    bundle = load_bundle(args.model)
-    config = ExtractConfig.from_dict(
-        {
-            "audio": bundle.provenance["audio"]["config"],
-            "face": bundle.provenance["vision"]["config"],
-            "text": bundle.provenance["text"]["config"],
-        }
+    params = load_params(args.params)
+    inputs = find_inputs(args.media, args.text)
+    bundle = load_bundle(args.model.resolve())  # a champion link resolved once: one release for every clip
+    rows = predict_inputs(
+        Predictor(bundle, args.seed),
+        inputs,
+        extraction_config(bundle),
+        ShardCache(args.cache_dir or params.run.cache_dir),
     )
-    extractors = thread_extractors(config)
-    bundle.check_provenance({m.value: extractors.provenance(m) for m in Modality}, "the extractors here")
-    clip = extract_file(args.media, args.text, config)
-    scores = next(iter(predict_clips(bundle, [clip], seed=args.seed).values()))
+    out = args.out or (None if args.media.is_file() else Path("predictions.csv"))
+    if out is not None:
+        write_predictions(out, rows)
+    if not args.media.is_file():
+        print(json.dumps({**summary(rows), "predictions": str(out), "model": str(bundle.path)}, indent=2))
+        return 0
+    row = rows[0]
+    if row.error:
+        raise PipelineError(f"{args.media}: {row.error}")
     result = {
         "media": str(args.media),
         "text": args.text,
-        "fused": scores["M"],
-        "text_score": scores["T"],
-        "audio_score": scores["A"],
-        "vision_score": scores["V"],
-        "face_frames": f"{int(clip.face_mask.sum())}/{len(clip.face_mask)}",
+        "fused": row.fused,
+        "text_score": row.T,
+        "audio_score": row.A,
+        "vision_score": row.V,
+        "face_frames": row.face_frames,
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(
-            f"{args.media}: sentiment {scores['M']:+.3f} (text {scores['T']:+.3f}, audio {scores['A']:+.3f}, "
-            f"vision {scores['V']:+.3f}; face in {result['face_frames']} frames)"
+            f"{args.media}: sentiment {row.fused:+.3f} (text {row.T:+.3f}, audio {row.A:+.3f}, "
+            f"vision {row.V:+.3f}; face in {row.face_frames} frames)"
         )
+    return 0
+
+
+def _serve_model(args: argparse.Namespace) -> int:
+    from flows.params import load_params
+    from selfmm.service import ServiceSettings, serve_model
+
+    limits = load_params(args.params).serve.model
+    settings = ServiceSettings(
+        max_upload_bytes=int(limits.max_upload_mb * 2**20),
+        max_concurrent=limits.max_concurrent or os.cpu_count() or 1,
+        max_waiting=limits.max_waiting,
+    )
+    serve_model(args.model, settings, args.host, args.port)
     return 0
 
 

@@ -4,6 +4,7 @@ params.yaml's ``serve`` section:
     feature-extract/<d>   data/<d>/ -> build/<d>/features.h5, through the shard cache (only new clips cost work)
     train/<d>             build/<d>/features.h5 -> build/<d>/model
     retrain/<d>           changed annotations -> the DVC stages of <d> -> promote if better; on a cron schedule
+    predict/<d>           the champion's predictions for data/<d>/incoming/ -> models/<d>/predictions.csv + artifact
 
 The task runner of feature-extract (params ``run``) is fixed when serving starts, like the rest of a deployment.
 """
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from features.errors import ConfigError
 from flows.extract import feature_extract, make_task_runner
 from flows.params import Params, RunConfig
+from flows.predict import incoming_folder, predict_flow
 from flows.retrain import DatasetPaths, dvc_stages, retrain
 from flows.train import train_flow
 
@@ -64,7 +66,7 @@ def _schedule(cron: str | None, timezone: str, where: str) -> CronSchedule | Non
 
 
 def build_deployments(datasets: list[ServedDataset], run: RunConfig) -> list[RunnerDeployment]:
-    """Three deployments per dataset; ``run`` (params ``run``) picks feature-extract's task runner."""
+    """Four deployments per dataset; ``run`` (params ``run``) picks feature-extract's task runner."""
     extract = feature_extract.with_options(task_runner=make_task_runner(run))
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
     deployments = []
@@ -88,6 +90,11 @@ def build_deployments(datasets: list[ServedDataset], run: RunConfig) -> list[Run
                 concurrency_limit=one_at_a_time,
                 description=f"retrain {dataset.name} through DVC stages "
                 f"{', '.join(dvc_stages(dataset.name))} when its annotations change",
+            ),
+            predict_flow.to_deployment(
+                dataset.name,
+                parameters={"dataset": dataset.name},
+                description=f"{paths.champion} on {incoming_folder(dataset.name)} -> {paths.home / 'predictions.csv'}",
             ),
         ]
     return deployments

@@ -72,13 +72,34 @@ class ServedDatasetConfig:
 
 
 @dataclass(frozen=True)
+class ModelServiceConfig:
+    """``serve.model``: ``selfmm serve-model``, the HTTP service that answers predictions with the champion."""
+
+    max_upload_mb: float = 200.0  # an upload larger than this is refused (413) as soon as it passes the limit
+    max_concurrent: int | None = None  # predictions running at once; None: the number of CPU cores
+    max_waiting: int = 16  # requests queued behind those; more get 503 with Retry-After
+
+    def __post_init__(self) -> None:
+        if self.max_upload_mb <= 0:
+            raise ConfigError(f"max_upload_mb must be positive, not {self.max_upload_mb}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ConfigError(
+                f"max_concurrent must be at least 1 (or null: the number of cores), not {self.max_concurrent}"
+            )
+        if self.max_waiting < 0:
+            raise ConfigError(f"max_waiting must be 0 or more, not {self.max_waiting}")
+
+
+@dataclass(frozen=True)
 class ServeConfig:
-    """``serve``: ``selfmm serve``'s Prefect server and the deployments ``<flow>/<dataset>``."""
+    """``serve``: ``selfmm serve``'s Prefect server and the deployments ``<flow>/<dataset>``; ``serve.model``:
+    the model service."""
 
     port: int = 4200  # of the server on 127.0.0.1
     timezone: str = "UTC"  # of the cron schedules
     keep_releases: int = 5  # releases kept besides the champion when a retrain promotes (rollback targets)
     datasets: dict[str, ServedDatasetConfig] = field(default_factory=dict)
+    model: ModelServiceConfig = field(default_factory=ModelServiceConfig)
 
     def __post_init__(self) -> None:
         if self.keep_releases < 1:

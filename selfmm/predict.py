@@ -56,11 +56,23 @@ def _loader(bundle: Bundle, dataset: ClipDataset) -> DataLoader:
     return make_loader(dataset, bundle.config.batch_size, fixed_padding=bundle.config.fixed_padding)
 
 
-def _predict(bundle: Bundle, dataset: ClipDataset, seed: int | None, device: str) -> dict[str, dict[str, float]]:
-    torch_device = resolve_device(device)
-    model = bundle.model(seed).to(torch_device)
-    preds = run_model(model, _loader(bundle, dataset), torch_device, bundle.config.amp)
-    return {key: {task: float(preds[task][i]) for task in TASKS} for i, key in enumerate(dataset.keys)}
+class Predictor:
+    """One seed's network of a bundle, loaded once for many predictions (batch prediction, the model service).
+    Calls may come from several threads at once: the network is only read."""
+
+    def __init__(self, bundle: Bundle, seed: int | None = None, device: str = "cpu"):
+        self.bundle = bundle
+        self.device = resolve_device(device)
+        self.model = bundle.model(seed).to(self.device)
+
+    def run(self, dataset: ClipDataset) -> dict[str, dict[str, float]]:
+        """Clip key -> fused score ``M`` and unimodal scores ``T``, ``A``, ``V``."""
+        preds = run_model(self.model, _loader(self.bundle, dataset), self.device, self.bundle.config.amp)
+        return {key: {task: float(preds[task][i]) for task in TASKS} for i, key in enumerate(dataset.keys)}
+
+    def predict(self, clips: Sequence[Clip]) -> dict[str, dict[str, float]]:
+        """The scores of freshly extracted clips (made with ``bundle.provenance``'s configs), keys unique."""
+        return self.run(ClipDataset.from_clips(clips, self.bundle.dims))
 
 
 def predict_clips(
@@ -68,7 +80,7 @@ def predict_clips(
 ) -> dict[str, dict[str, float]]:
     """Clip key -> fused score ``M`` and unimodal scores ``T``, ``A``, ``V``. For freshly extracted clips
     (made with ``bundle.provenance``'s configs and ``bundle.text_model_dir``'s tokenizer); labels may be NaN."""
-    return _predict(bundle, ClipDataset.from_clips(clips, bundle.dims), seed, device)
+    return Predictor(bundle, seed, device).predict(clips)
 
 
 def predict_store(
@@ -80,7 +92,7 @@ def predict_store(
         dataset = ClipDataset.from_store(
             store, split, bundle.dims, fits_in_memory(store, bundle.config), require_labels=False
         )
-        return _predict(bundle, dataset, seed, device)
+        return Predictor(bundle, seed, device).run(dataset)
 
 
 def evaluate(model_dir: str | Path, features: str | Path, split: str = "test", device: str = "auto") -> dict:

@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # else impor
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-SHARED_FIXTURES = {"mosi_dataset"}
+SHARED_FIXTURES = {"mosi_dataset", "real_models"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -81,3 +81,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def real_models(tmp_path_factory):
+    """Two tiny bundles trained on features extracted here from three real MOSI clips and five synthetic talking
+    faces: they accept what the extractors make from raw media (batch prediction, the model service)."""
+    from tests.support.service import make_real_models
+
+    return make_real_models(tmp_path_factory.mktemp("real-models"))

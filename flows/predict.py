@@ -1,0 +1,52 @@
+"""The ``predict`` flow (deployment ``predict/<dataset>``): the champion's predictions for the media dropped into
+``data/<dataset>/incoming/``, written to ``models/<dataset>/predictions.csv`` and published as a table artifact.
+Thin glue over selfmm/batch.py, which does the work through the shard cache (re-predicting is cheap)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from features.cache import ShardCache
+from features.types import DatasetError
+from flows.params import load_params
+from flows.retrain import DatasetPaths
+from selfmm.batch import extraction_config, find_inputs, predict_inputs, summary, write_predictions
+from selfmm.bundle import load_bundle
+from selfmm.predict import Predictor
+
+
+def incoming_folder(dataset: str) -> Path:
+    return Path("data") / dataset / "incoming"
+
+
+@flow(name="predict", flow_run_name="predict-{dataset}")
+def predict_flow(dataset: str, incoming: str | None = None, model: str | None = None, out: str | None = None) -> dict:
+    """Predict every clip of ``incoming`` (default data/<dataset>/incoming/: a folder of media or a dataset
+    folder) with ``model`` (default the dataset's champion); one row per clip, failures included."""
+    logger = get_run_logger()
+    paths = DatasetPaths(dataset)
+    folder = Path(incoming) if incoming else incoming_folder(dataset)
+    if not folder.is_dir():
+        raise DatasetError(
+            f"{folder}: no such folder; put the media to predict there (media files, searched recursively, each "
+            "<file>.txt its transcript; or a dataset folder with label.csv)"
+        )
+    bundle = load_bundle(Path(model or paths.champion).resolve())  # one release for the whole run
+    inputs = find_inputs(folder)
+    cache = ShardCache(load_params().run.cache_dir)
+    rows = predict_inputs(Predictor(bundle), inputs, extraction_config(bundle), cache)
+    target = write_predictions(Path(out) if out else paths.home / "predictions.csv", rows)
+    result = {**summary(rows), "predictions": str(target), "model": str(bundle.path)}
+    create_table_artifact(
+        [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(r).items()} for r in rows],
+        key=f"predict-{re.sub(r'[^a-z0-9-]', '-', dataset.lower())}",
+        description=f"{folder} predicted by {bundle.path}: {result['predicted']} clips, {result['failed']} failed",
+    )
+    logger.info("%s: %d clips predicted, %d failed -> %s", folder, result["predicted"], result["failed"], target)
+    return result

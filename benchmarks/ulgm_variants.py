@@ -48,8 +48,9 @@ def main() -> None:
         "--rules", nargs="+", default=[r.value for r in LabelRule], choices=[r.value for r in LabelRule]
     )
     parser.add_argument("--preset", default="demo")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the preset's")
     args = parser.parse_args()
-    base = preset(args.preset)
+    base = preset(args.preset, **({"seeds": args.seeds} if args.seeds else {}))
     prepare_process(base.numerics, base.threads)  # before torch loads
 
     from selfmm.report import write_report

@@ -27,8 +27,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", default="build/demo/features.h5")
     parser.add_argument("--preset", default="demo")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the preset's")
     args = parser.parse_args()
-    config = preset(args.preset)
+    config = preset(args.preset, **({"seeds": args.seeds} if args.seeds else {}))
     prepare_process(config.numerics, config.threads)  # before torch loads
 
     import numpy as np

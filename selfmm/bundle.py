@@ -33,6 +33,9 @@ from selfmm.model import SelfMM, text_encoder_from_config
 
 FORMAT_VERSION = 1
 INFO_FILE = "bundle.json"
+# The columns of the trainer's history/seed_<s>.csv, which the report reads: the losses per epoch and the mean
+# |delta| of each task that ULGM's label rule worked on (NaN in epoch 1, which generates no labels).
+HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "delta_M", "delta_T", "delta_A", "delta_V"]
 
 
 class BundleError(PipelineError):

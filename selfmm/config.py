@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from features.config import check_fields
@@ -18,6 +19,14 @@ from selfmm.numerics import Numerics
 
 REFERENCE_SEEDS = [1111, 1112, 1113, 1114, 1115]
 METRIC_FAMILIES = ("mosi", "sims")  # mosi: MOSI/MOSEI metrics on [-3, 3]; sims: SIMS metrics on [-1, 1]
+
+
+class LabelRule(str, Enum):
+    """How ULGM turns a clip's positions between the class centres into a unimodal label (selfmm/ulgm.py)."""
+
+    FAITHFUL = "faithful"  # the reference: ratio and difference of (d_neg - d_pos) / d_pos
+    SCALE_AWARE = "scale_aware"  # difference of standardised centre positions, times the labels' spread
+    CENTRE_NORMALISED = "centre_normalised"  # the reference's formula on (d_neg - d_pos) / |pos - neg|
 
 
 @dataclass
@@ -46,6 +55,7 @@ class TrainConfig:
     # --- ULGM (unimodal label generation) -----------------------------------------------------------------
     H: float = 3.0  # generated labels are clamped to [-H, H]: 3 for MOSI/MOSEI, 1 for SIMS
     exclude_zero: bool = False  # False: positive centre over labels >= 0 (reference); True: > 0 (MMSA v2)
+    ulgm: str = "faithful"  # label rule, see LabelRule: faithful (reference) | scale_aware | centre_normalised
 
     # --- optimizer: Adam, five parameter groups -----------------------------------------------------------
     learning_rate_bert: float = 5e-5
@@ -88,6 +98,8 @@ class TrainConfig:
             raise ConfigError(f"metrics must be one of {METRIC_FAMILIES}, not {self.metrics!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.ulgm not in [r.value for r in LabelRule]:
+            raise ConfigError(f"ulgm must be one of {', '.join(r.value for r in LabelRule)}, not {self.ulgm!r}")
         if self.numerics not in [n.value for n in Numerics]:
             raise ConfigError(f"numerics must be one of {', '.join(n.value for n in Numerics)}, not {self.numerics!r}")
         if self.numerics == Numerics.PORTABLE and (self.threads is None or self.device == "cuda"):

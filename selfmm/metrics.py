@@ -16,8 +16,11 @@ from sklearn.metrics import f1_score
 
 
 def _flat(pred: ArrayLike, true: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    pred = np.asarray(pred, dtype=np.float64).reshape(-1)
-    true = np.asarray(true, dtype=np.float64).reshape(-1)
+    """Flat float arrays in the inputs' own precision (float32 stays float32): class edges such as 0.1 are compared
+    at that precision, as the reference does, so a label stored as float32(0.1) is the 0.1 its annotator gave."""
+    pred, true = np.asarray(pred), np.asarray(true)
+    dtype = np.result_type(pred.dtype, true.dtype, np.float32)
+    pred, true = pred.astype(dtype).reshape(-1), true.astype(dtype).reshape(-1)
     if pred.shape != true.shape or pred.size == 0:
         raise ValueError(f"need equally many predictions and labels, at least one (got {pred.size}, {true.size})")
     return pred, true
@@ -26,7 +29,11 @@ def _flat(pred: ArrayLike, true: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 def _corr(pred: np.ndarray, true: np.ndarray) -> float:
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        return float(np.corrcoef(pred, true)[0, 1])
+        return float(np.corrcoef(pred.astype(np.float64), true.astype(np.float64))[0, 1])
+
+
+def _mae(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean(np.abs(pred.astype(np.float64) - true.astype(np.float64))))
 
 
 def _accuracy(pred: np.ndarray, true: np.ndarray) -> float:
@@ -50,14 +57,15 @@ def mosi_metrics(pred: ArrayLike, true: ArrayLike) -> dict[str, float]:
         "Non0_F1_score": _weighted_f1(true[non0] > 0, pred[non0] > 0),
         "Mult_acc_5": _accuracy(np.round(np.clip(pred, -2, 2)), np.round(np.clip(true, -2, 2))),
         "Mult_acc_7": _accuracy(np.round(np.clip(pred, -3, 3)), np.round(np.clip(true, -3, 3))),
-        "MAE": float(np.mean(np.abs(pred - true))),
+        "MAE": _mae(pred, true),
         "Corr": _corr(pred, true),
     }
 
 
 def _classes(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
-    """Class i for edges[i] < value <= edges[i+1] (left-open bins, as the reference's loops)."""
-    return np.digitize(values, edges, right=True) - 1
+    """Class i for edges[i] < value <= edges[i+1] (left-open bins, as the reference's loops), with the edges in
+    the values' precision."""
+    return np.digitize(values, np.asarray(edges, dtype=values.dtype), right=True) - 1
 
 
 SIMS_BINS = {
@@ -73,7 +81,7 @@ def sims_metrics(pred: ArrayLike, true: ArrayLike) -> dict[str, float]:
     pred, true = np.clip(pred, -1, 1), np.clip(true, -1, 1)
     out = {name: _accuracy(_classes(pred, edges), _classes(true, edges)) for name, edges in SIMS_BINS.items()}
     out["F1_score"] = _weighted_f1(_classes(true, SIMS_BINS["Mult_acc_2"]), _classes(pred, SIMS_BINS["Mult_acc_2"]))
-    out["MAE"] = float(np.mean(np.abs(pred - true)))
+    out["MAE"] = _mae(pred, true)
     out["Corr"] = _corr(pred, true)
     return out
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from features.files import atomic_open, atomic_write_text
 from features.store import FeatureStore
-from selfmm.bundle import load_bundle
-from selfmm.metrics import compute_metrics
+from selfmm.bundle import HISTORY_COLUMNS, load_bundle
+from selfmm.metrics import compute_metrics, mean_std
 from selfmm.predict import evaluate, predict_store
 
 MODALITIES = ("T", "A", "V")
@@ -38,7 +38,7 @@ def train_mean_baseline(store: FeatureStore, split: str, family: str) -> dict[st
 
 
 def read_generated_labels(model_dir: Path, seed: int) -> dict[str, dict[str, float]]:
-    """Clip key -> final generated ``label_T/A/V`` of one seed's training run."""
+    """Clip key -> ``label_T/A/V`` of one seed's training run after its best epoch."""
     with open(model_dir / "unimodal_labels" / f"seed_{seed}.csv", newline="") as f:
         return {row["key"]: {m: float(row[f"label_{m}"]) for m in MODALITIES} for row in csv.DictReader(f)}
 
@@ -48,21 +48,47 @@ def true_labels(store: FeatureStore, split: str = "train") -> dict[str, dict[str
     return {name: store.read_labels(split, name) for name in ["label", *(f"label_{m}" for m in MODALITIES)]}
 
 
+def sign_agreement(x: np.ndarray, truth: np.ndarray) -> float:
+    """Share of the clips with a non-zero true label whose ``x`` has the same sign (x = 0 agrees with neither)."""
+    nonzero = truth != 0
+    return float(np.mean(np.sign(x[nonzero]) == np.sign(truth[nonzero]))) if nonzero.any() else math.nan
+
+
 def unimodal_recovery(
     truth: dict[str, dict[str, float]], generated: dict[str, dict[str, float]]
 ) -> dict[str, dict[str, float]]:
-    """Per modality: Pearson r of the generated label with the true unimodal label, beside the r of the
-    multimodal label with it (what a model without label generation would use). Needs true T/A/V labels."""
+    """Per modality, how much of the true unimodal label y_s the generated label g_s holds, with what the
+    multimodal label y_m alone would give beside it. Needs true T/A/V labels (a modality without is left out).
+
+    - ``generated``, ``multimodal``: Pearson r of g_s and of y_m with y_s;
+    - ``offset``: r(g_s - y_m, y_s - y_m), whether the label moved away from y_m towards the truth: ULGM's actual
+      claim. Unlike ``generated`` it does not reward a label that merely copies y_m, and it is stable over seeds;
+    - ``sign_agreement``, ``sign_agreement_multimodal``: the share of clips whose g_s (y_m) has y_s's sign.
+    """
     keys = [k for k in generated if k in truth["label"]]
+    y_m = np.array([truth["label"][k] for k in keys])
     out = {}
     for m in MODALITIES:
-        true = np.array([truth[f"label_{m}"][k] for k in keys])
-        if np.isnan(true).any():
+        y_s = np.array([truth[f"label_{m}"][k] for k in keys])
+        if np.isnan(y_s).any():
             continue
+        g_s = np.array([generated[k][m] for k in keys])
         out[m] = {
-            "generated": pearson(np.array([generated[k][m] for k in keys]), true),
-            "multimodal": pearson(np.array([truth["label"][k] for k in keys]), true),
+            "generated": pearson(g_s, y_s),
+            "multimodal": pearson(y_m, y_s),
+            "offset": pearson(g_s - y_m, y_s - y_m),
+            "sign_agreement": sign_agreement(g_s, y_s),
+            "sign_agreement_multimodal": sign_agreement(y_m, y_s),
         }
+    return out
+
+
+def recovery_over_seeds(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Mean over seeds of each ``unimodal_recovery`` number, with its population std as ``<name>_std``."""
+    out = {}
+    for m in per_seed[0]:
+        mean, std = mean_std([seed[m] for seed in per_seed])
+        out[m] = {**mean, **{f"{name}_std": value for name, value in std.items()}}
     return out
 
 
@@ -75,10 +101,11 @@ def write_report(
     result = evaluate(model_dir, features, split, device)
     trained = load_bundle(model_dir).config
     seed = result["selected_seed"]
+    seeds = [int(s) for s in result["seeds"]]
     predictions = predict_store(model_dir, features, split, seed=seed, device=device)
     with FeatureStore(features) as store:
         labels = store.read_labels(split)
-        generated = read_generated_labels(model_dir, seed)
+        generated = {s: read_generated_labels(model_dir, s) for s in seeds}
         truth = true_labels(store)
         report = {
             "split": split,
@@ -87,17 +114,25 @@ def write_report(
             "mean": result["mean"],
             "std": result["std"],
             "baseline_train_mean": train_mean_baseline(store, split, result["metrics"]),
-            "unimodal_recovery": unimodal_recovery(truth, generated),
+            "unimodal_recovery": recovery_over_seeds([unimodal_recovery(truth, generated[s]) for s in seeds]),
+            "ulgm": trained.ulgm,
             "numerics": {"mode": trained.numerics, "threads": trained.threads},  # what decided the bits
         }
-    _write_unimodal_table(out_dir / "unimodal_labels.csv", truth, generated)
+    _write_unimodal_table(out_dir / "unimodal_labels.csv", truth, generated[seed])
+    _write_csv(
+        out_dir / "ulgm_distances.csv",
+        ["seed", *HISTORY_COLUMNS],
+        [[s, *row] for s in seeds for row in _read_history(model_dir / "history" / f"seed_{s}.csv", HISTORY_COLUMNS)],
+    )
     _write_csv(
         out_dir / "predictions.csv",
         ["key", "label", "predicted", "T", "A", "V"],
         [[k, labels[k], p["M"], p["T"], p["A"], p["V"]] for k, p in predictions.items()],
     )
-    history = _read_history(model_dir / "history" / f"seed_{seed}.csv")
-    _write_csv(out_dir / "loss.csv", ["epoch", "train_loss", "valid_loss"], history)
+    loss_columns = ["epoch", "train_loss", "valid_loss"]
+    _write_csv(
+        out_dir / "loss.csv", loss_columns, _read_history(model_dir / "history" / f"seed_{seed}.csv", loss_columns)
+    )
     atomic_write_text(out_dir / "metrics.json", json.dumps(strict_json(report), indent=2, sort_keys=True))
     return report
 
@@ -113,9 +148,9 @@ def _write_unimodal_table(
     _write_csv(path, header, rows)
 
 
-def _read_history(path: Path) -> list[list]:
+def _read_history(path: Path, columns: list[str]) -> list[list]:
     with open(path, newline="") as f:
-        return [[row["epoch"], row["train_loss"], row["valid_loss"]] for row in csv.DictReader(f)]
+        return [[row.get(c, "") for c in columns] for row in csv.DictReader(f)]  # "": made before the column was
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:

@@ -4,8 +4,10 @@ checkpoint, a model bundle, and the files the pipeline reports from (spec sectio
 Output folder (also the bundle, see bundle.py)::
 
     results.json                      per-seed test metrics, best epoch, validation loss; mean and std
-    history/seed_<s>.csv              epoch, train_loss, valid_loss (for plots)
-    unimodal_labels/seed_<s>.csv      key, label, label_T, label_A, label_V: ULGM's labels after the last epoch
+    history/seed_<s>.csv              epoch, train_loss, valid_loss, delta_M/T/A/V (mean |delta| ULGM used)
+    unimodal_labels/seed_<s>.csv      key, label, label_T, label_A, label_V: ULGM's labels after the best epoch,
+                                      the one whose weights are kept and tested
+    unimodal_labels/seed_<s>_epochs.csv  epoch, key, label_T, label_A, label_V: after every epoch
 
 The seconds per epoch go beside the folder (``<out>.timings.csv``): nothing in the bundle depends on the clock,
 so under portable numerics the same inputs give the same bundle bytes on any machine.
@@ -35,8 +37,8 @@ from features.extractors.text import resolve_model, vocabulary_of
 from features.files import atomic_open, atomic_write_text
 from features.store import FeatureStore
 from features.types import SPLITS
-from selfmm.bundle import save_bundle, save_weights
-from selfmm.config import TrainConfig
+from selfmm.bundle import HISTORY_COLUMNS, save_bundle, save_weights
+from selfmm.config import LabelRule, TrainConfig
 from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, make_loader
 from selfmm.metrics import compute_metrics, mean_std
 from selfmm.model import TASKS, SelfMM, load_text_encoder
@@ -57,7 +59,13 @@ class SeedResult:
     valid_loss: float  # validation L1 of the fused prediction at the best epoch
     test: dict[str, float]  # test metrics of the best epoch's weights
     history: list[dict[str, float]] = field(default_factory=list, repr=False)  # per epoch: losses, seconds
-    labels: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # task -> ULGM labels, train order
+    epoch_labels: list[dict[str, np.ndarray]] = field(default_factory=list, repr=False)  # per epoch: task ->
+    #                                   ULGM labels in train order, copied when the epoch ended
+
+    @property
+    def labels(self) -> dict[str, np.ndarray]:
+        """ULGM's labels after the best epoch: those the tested weights were trained with."""
+        return self.epoch_labels[self.best_epoch - 1]
 
 
 @dataclass
@@ -120,8 +128,8 @@ def train_seed(
         },
     }
     labels = torch.from_numpy(data["train"].labels).to(device)
-    ulgm = ULGM(labels, model.feature_dims(), config.H, config.exclude_zero)
-    best_loss, best_epoch, best_state, history = math.inf, 0, None, []
+    ulgm = ULGM(labels, model.feature_dims(), config.H, config.exclude_zero, LabelRule(config.ulgm))
+    best_loss, best_epoch, best_state, history, epoch_labels = math.inf, 0, None, [], []
     epoch = 0
     while True:
         epoch += 1
@@ -129,7 +137,12 @@ def train_seed(
         train_loss = train_epoch(model, loaders["train"], ulgm, optimizer, epoch, config, device)
         seconds = time.perf_counter() - start  # train_epoch ends by reading its loss: the device is synced
         valid_loss = l1(run_model(model, loaders["valid"], device, config.amp)["M"], data["valid"].labels)
-        history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "train_seconds": seconds})
+        distances = {f"delta_{task}": d for task, d in ulgm.mean_distances().items()}
+        history.append(
+            {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "train_seconds": seconds, **distances}
+        )
+        # copies: a CPU tensor's .numpy() is a view, which the next epoch's updates would overwrite
+        epoch_labels.append({task: ulgm.labels[task].cpu().numpy().copy() for task in TASKS})
         log.info(
             "seed %d epoch %d: train loss %.4f, valid L1 %.4f, %.1f s", seed, epoch, train_loss, valid_loss, seconds
         )
@@ -153,7 +166,7 @@ def train_seed(
         best_loss,
         compute_metrics(config.metrics, preds["M"], data["test"].labels),
         history,
-        {task: ulgm.labels[task].cpu().numpy() for task in TASKS},
+        epoch_labels,
     )
     log.info("seed %d: best epoch %d of %d, test %s", seed, best_epoch, epoch, result.test)
     return result, best_state
@@ -338,7 +351,7 @@ def _write_outputs(result: TrainResult, train_keys: list[str], config: TrainConf
         (result.out_dir / sub).mkdir(parents=True, exist_ok=True)
     for r in result.seeds:
         with atomic_open(result.out_dir / "history" / f"seed_{r.seed}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "valid_loss"], extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(r.history)
         with atomic_open(result.out_dir / "unimodal_labels" / f"seed_{r.seed}.csv", "w", newline="") as f:
@@ -346,6 +359,12 @@ def _write_outputs(result: TrainResult, train_keys: list[str], config: TrainConf
             writer.writerow(["key", "label", "label_T", "label_A", "label_V"])
             for i, key in enumerate(train_keys):
                 writer.writerow([key] + [float(r.labels[task][i]) for task in TASKS])
+        with atomic_open(result.out_dir / "unimodal_labels" / f"seed_{r.seed}_epochs.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["epoch", "key", "label_T", "label_A", "label_V"])
+            for epoch, labels in enumerate(r.epoch_labels, start=1):
+                for i, key in enumerate(train_keys):
+                    writer.writerow([epoch, key] + [float(labels[task][i]) for task in UNIMODAL])
     summary = {
         "config": config.to_dict(),
         "metrics": config.metrics,

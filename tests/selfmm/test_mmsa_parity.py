@@ -32,8 +32,9 @@ Not matched, and why:
 - Metrics: MMSA rounds every value to 4 decimals (``round(x, 4)``). We return unrounded values, so the formulas
   are compared with MMSA's ``round`` shadowed by the identity, and the rounded outputs against ``round(ours,
   4)``. MMSA computes in its input's dtype (float32 in training), we in float64: MAE and Corr then agree to
-  float32 round-off only, and SIMS labels 0.1 and -0.7 stored as float32 fall into different Acc-3/Acc-5 bins
-  (a known discrepancy of ours, pinned below by a strict xfail).
+  float32 round-off only. Class edges are compared in the inputs' precision on both sides: float32(0.1) lies
+  above the float64 0.1, and binning it in float64 put SIMS labels 0.1 and -0.7 into the wrong Acc-3/Acc-5 bins
+  (this test found that; selfmm.metrics was fixed).
 - transformers 5.x: MMSA's BertTextEncoder (``BertTokenizer`` / ``BertModel.from_pretrained`` on a local
   folder) works unchanged; no workaround is needed.
 """
@@ -216,11 +217,6 @@ def test_metrics_of_float32_outputs_match_mmsa_to_float32_round_off(family: str,
         assert ours[key] == pytest.approx(float(value), rel=tolerance, abs=1e-12), key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known discrepancy: compute_metrics bins float32 labels in float64, where float32(0.1) > 0.1 and "
-    "float32(-0.7) > -0.7; MMSA compares in float32 and keeps 0.1 in (-0.1, 0.1] and -0.7 in [-1, -0.7]",
-)
 def test_sims_bins_of_float32_decimal_edge_labels_match_mmsa(mmsa_unrounded: None):
     true = np.array([0.1, -0.7, 0.1, -0.7], dtype=np.float32)
     pred = np.array([0.05, -0.8, 0.05, -0.8], dtype=np.float32)  # the same bins as the labels, by any reading

@@ -143,9 +143,27 @@ def test_history_and_generated_labels_are_written_per_seed(setup):
         generated = np.array([[float(row[f"label_{t}"]) for t in "TAV"] for row in rows])
         assert np.abs(generated).max() <= config.H
         assert not np.allclose(generated, np.array(list(labels.values()))[:, None])  # ULGM moved them
+        np.testing.assert_array_equal(generated.T, np.stack([r.epoch_labels[r.best_epoch - 1][t] for t in "TAV"]))
     summary = json.loads((result.out_dir / "results.json").read_text())
     assert summary["mean"]["MAE"] == pytest.approx(np.mean([s["test"]["MAE"] for s in summary["seeds"]]))
     assert summary["selected_seed"] == result.selected_seed
+
+
+def test_labels_of_every_epoch_are_kept_as_copies_and_the_distances_per_epoch(setup):
+    _, _, result = setup
+    for r in result.seeds:
+        assert len(r.epoch_labels) == r.epochs
+        np.testing.assert_array_equal(r.epoch_labels[0]["T"], r.epoch_labels[0]["M"])  # epoch 1: y_m
+        assert not np.array_equal(r.epoch_labels[1]["T"], r.epoch_labels[-1]["T"])  # not views of one array
+        with open(result.out_dir / "unimodal_labels" / f"seed_{r.seed}_epochs.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == r.epochs * len(r.epoch_labels[0]["T"])
+        last = [float(row["label_A"]) for row in rows if int(row["epoch"]) == r.epochs]
+        assert last == pytest.approx(r.epoch_labels[-1]["A"].tolist())
+        with open(result.out_dir / "history" / f"seed_{r.seed}.csv") as f:
+            history = list(csv.DictReader(f))
+        assert math.isnan(float(history[0]["delta_T"]))  # epoch 1 generates no labels
+        assert all(float(row[f"delta_{t}"]) > 0 for row in history[1:] for t in "MTAV")
 
 
 def test_clips_without_audio_or_face_are_in_the_training_data(setup):

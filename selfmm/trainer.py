@@ -39,7 +39,7 @@ from features.store import FeatureStore
 from features.types import SPLITS
 from selfmm.bundle import HISTORY_COLUMNS, save_bundle, save_weights
 from selfmm.config import LabelRule, TrainConfig
-from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, make_loader
+from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, frame_statistics, make_loader
 from selfmm.metrics import compute_metrics, mean_std
 from selfmm.model import TASKS, SelfMM, load_text_encoder
 from selfmm.numerics import Numerics, check_prepared
@@ -89,9 +89,11 @@ def train(features: str | Path, out_dir: str | Path, config: TrainConfig) -> Tra
         data = {split: ClipDataset.from_store(store, split, dims, in_memory) for split in SPLITS}
         encoder = load_text_encoder(config.text_model)
         _check_vocabulary(data, encoder.config.vocab_size, store)
+        train_items = (data["train"][i] for i in range(len(data["train"])))
+        statistics = frame_statistics(train_items, dims) if config.standardise_features else None
         results = []
         for seed in config.seeds:
-            result, weights = train_seed(seed, data, dims, encoder, config, device)
+            result, weights = train_seed(seed, data, dims, encoder, config, device, statistics)
             save_weights(out_dir, seed, weights)
             results.append(result)
         bundle = save_bundle(out_dir, config, store, dims, encoder, {r.seed: r.valid_loss for r in results})
@@ -108,10 +110,15 @@ def train_seed(
     encoder: PreTrainedModel,
     config: TrainConfig,
     device: torch.device,
+    statistics: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[SeedResult, dict[str, torch.Tensor]]:
-    """One seed from the pretrained BERT to the tested best checkpoint; returns its result and weights."""
+    """One seed from the pretrained BERT to the tested best checkpoint; returns its result and weights.
+    ``statistics``: the training frames' feature means and stds, where the config standardises features."""
     torch.manual_seed(seed)
-    model = SelfMM(config, dims["audio"], dims["vision"], copy.deepcopy(encoder)).to(device)
+    model = SelfMM(config, dims["audio"], dims["vision"], copy.deepcopy(encoder))
+    if statistics is not None:
+        model.set_feature_statistics(statistics)
+    model = model.to(device)
     optimizer = make_optimizer(model, config)
     loaders = {
         "train": make_loader(

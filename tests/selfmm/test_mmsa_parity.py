@@ -236,7 +236,9 @@ DROPOUT_SEED = 7
 def networks() -> tuple[MMSANetwork, SelfMM]:
     """MMSA's network with its random initial weights (and the MiniLM's pretrained ones), and ours holding
     the same tensors. The demo preset's widths, with every dropout non-zero so that train mode tests them."""
-    config = preset("demo", lstm_dropout=0.2, post_fusion_dropout=0.2, post_video_dropout=0.2)
+    config = preset(
+        "demo", lstm_dropout=0.2, post_fusion_dropout=0.2, post_video_dropout=0.2, standardise_features=False
+    )
     folder = resolve_model(config.text_model)
     width = AutoConfig.from_pretrained(folder).hidden_size
     torch.manual_seed(0)

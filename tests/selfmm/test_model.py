@@ -7,7 +7,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from selfmm.config import TrainConfig, preset
-from selfmm.data import Item, collate
+from selfmm.data import Item, collate, frame_statistics
 from selfmm.model import Head, SelfMM, SequenceEncoder
 from selfmm.trainer import make_optimizer
 
@@ -115,3 +115,34 @@ def test_presets_carry_table_b_and_params_override_them():
         TrainConfig.from_dict({"learning_rate": 0.1})
     with pytest.raises(ValueError, match="unknown preset"):
         TrainConfig.from_dict({"preset": "iemocap"})
+
+
+def _scaled(items: list[Item], audio_scale: torch.Tensor, shift: float) -> list[Item]:
+    """The same clips with every audio feature multiplied by its own factor and shifted."""
+    return [item._replace(audio=item.audio * audio_scale + shift) for item in items]
+
+
+def test_standardised_features_make_predictions_independent_of_each_features_scale():
+    config = TrainConfig(standardise_features=True)
+    items = _items()
+    wild = _scaled(items, torch.tensor([0.01, 1.0, 2000.0]), 500.0)  # eGeMAPS-like spread of scales
+    outputs = []
+    for clips in (items, wild):
+        model = _model(config).eval()
+        model.set_feature_statistics(frame_statistics(clips, {"audio": 3, "vision": 2}))
+        with torch.no_grad():
+            outputs.append(model(collate(clips)).preds)
+    for task in "MTAV":
+        torch.testing.assert_close(outputs[0][task], outputs[1][task], rtol=1e-4, atol=1e-5)
+    raw = _model().eval()
+    with torch.no_grad():
+        assert not torch.allclose(raw(collate(items)).preds["A"], raw(collate(wild)).preds["A"], atol=1e-3)
+
+
+def test_standardisation_statistics_are_saved_with_the_weights():
+    model = _model(TrainConfig(standardise_features=True))
+    mean, std = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([4.0, 5.0, 6.0])
+    model.set_feature_statistics({"audio": (mean, std), "vision": (torch.zeros(2), torch.ones(2))})
+    state = model.state_dict()
+    assert torch.equal(state["audio_mean"], mean) and torch.equal(state["audio_std"], std)
+    assert "audio_mean" not in _model().state_dict()  # the reference's network has no such tensors

@@ -19,6 +19,7 @@ from features.errors import PipelineError
 from features.extract import SourceStatus, build_store, extract_source
 from features.files import atomic_open
 from features.types import DatasetError, DatasetSpec, Failure, SourceVideo
+from flows.artifacts import publish_extraction
 from flows.params import RunConfig, TaskRunnerKind, load_params
 
 WHERE_DATA_COMES_FROM = (
@@ -147,14 +148,16 @@ def feature_extract(
     for failure in failures:
         logger.warning("failed %s/%s at %s: %s", failure.video, failure.clip, failure.stage, failure.error)
     fraction = len(failures) / total if total else 0.0
+    sources = {s.value: n for s, n in counts.items()}
     summary = {
         "store": str(out_path),
         "clips": total - len(failures),
         "failed": len(failures),
         "failure_report": str(report),
-        **{s.value: n for s, n in counts.items()},
+        **sources,
     }
     logger.info("wrote %s: %d clips, %d failed (report: %s)", out_path, summary["clips"], len(failures), report)
+    publish_extraction(spec.name, str(out_path), summary["clips"], sources, [asdict(x) for x in failures])
     if fraction > limit:
         raise ExtractionFailed(
             f"{len(failures)} of {total} clips failed ({fraction:.0%} > {limit:.0%} allowed); "

@@ -5,7 +5,6 @@ Thin glue over selfmm/batch.py, which does the work through the shard cache (re-
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from prefect.artifacts import create_table_artifact
 
 from features.cache import ShardCache
 from features.types import DatasetError
+from flows.artifacts import artifact_key
 from flows.params import load_params
 from flows.retrain import DatasetPaths
 from selfmm.batch import extraction_config, find_inputs, predict_inputs, summary, write_predictions
@@ -45,7 +45,7 @@ def predict_flow(dataset: str, incoming: str | None = None, model: str | None = 
     result = {**summary(rows), "predictions": str(target), "model": str(bundle.path)}
     create_table_artifact(
         [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(r).items()} for r in rows],
-        key=f"predict-{re.sub(r'[^a-z0-9-]', '-', dataset.lower())}",
+        key=artifact_key("predict", dataset),
         description=f"{folder} predicted by {bundle.path}: {result['predicted']} clips, {result['failed']} failed",
     )
     logger.info("%s: %d clips predicted, %d failed -> %s", folder, result["predicted"], result["failed"], target)

@@ -53,6 +53,7 @@ from prefect.settings import PREFECT_API_URL
 from features.errors import PipelineError
 from features.files import TEMP_MARK, atomic_path, atomic_write_text, file_sha256, temp_path
 from features.types import DatasetSpec, check_id
+from flows.artifacts import publish_decision
 from flows.extract import feature_extract, make_task_runner, open_dataset
 from flows.params import ServeConfig, load_params
 from selfmm.bundle import BundleError
@@ -151,8 +152,10 @@ def retrain(dataset: str, stages: list[str] | None = None, force: bool = False) 
         except Exception as err:
             record.update(decision=Decision.FAILED, error=f"{type(err).__name__}: {err}")
             append_history(paths.history, record)
+            publish_decision(dataset, record)
             raise
         append_history(paths.history, record)
+        publish_decision(dataset, record)
         logger.info("%s: %s (%s)", dataset, record["decision"], record["reason"])
         return record
 

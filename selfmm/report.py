@@ -1,5 +1,5 @@
 """The evaluation report of a trained bundle: metrics per seed, a trivial baseline, how well ULGM's generated
-unimodal labels recover the true ones, and the CSV tables DVC plots.
+unimodal labels recover the true ones, the CSV tables DVC plots, and report.html (``selfmm.report_html``).
 
 Written by ``selfmm evaluate --report DIR``; ``metrics.json`` there is what ``dvc metrics show`` reads.
 """
@@ -18,6 +18,7 @@ from features.store import FeatureStore
 from selfmm.bundle import HISTORY_COLUMNS, load_bundle
 from selfmm.metrics import compute_metrics, mean_std
 from selfmm.predict import evaluate, predict_store
+from selfmm.report_html import write_html_report
 
 MODALITIES = ("T", "A", "V")
 
@@ -95,7 +96,8 @@ def recovery_over_seeds(per_seed: list[dict[str, dict[str, float]]]) -> dict[str
 def write_report(
     model_dir: str | Path, features: str | Path, out_dir: str | Path, split: str = "test", device: str = "auto"
 ) -> dict:
-    """Evaluate every seed on ``split`` and write metrics.json plus the plot tables into ``out_dir``."""
+    """Evaluate every seed on ``split`` and write metrics.json, the plot tables and report.html with its figures
+    into ``out_dir``."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = evaluate(model_dir, features, split, device)
@@ -134,6 +136,7 @@ def write_report(
         out_dir / "loss.csv", loss_columns, _read_history(model_dir / "history" / f"seed_{seed}.csv", loss_columns)
     )
     atomic_write_text(out_dir / "metrics.json", json.dumps(strict_json(report), indent=2, sort_keys=True))
+    write_html_report(out_dir, report, model_dir, Path(features))
     return report
 
 

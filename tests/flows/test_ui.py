@@ -3,7 +3,6 @@ API of the server that serves it (not the default port's) and list a flow run ma
 
 import json
 import re
-import shutil
 import subprocess
 import urllib.request
 
@@ -11,11 +10,11 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from tests.support.browser import CHROMIUM, NO_CHROMIUM
 from tests.support.data import free_port
 from tests.support.projects import project, sh
 from tests.support.serving import finished, flow_run_id, serving
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NO_SERVER = "Unable to connect to Prefect server"  # what the UI shows when its API url is wrong
 
 
@@ -34,7 +33,7 @@ def page_text(url: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium: not installed (setup.sh installs it with apt where it can)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_the_ui_on_a_non_default_port_lists_the_flow_runs_of_its_server(tmp_path):
     root = project(tmp_path / "project")  # no data/demo/: the run fails fast, and is still a run to list
     port = free_port()

@@ -8,6 +8,7 @@ positive or negative words, more of them the stronger y is. Length profiles give
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,10 +106,13 @@ def synthetic_clips(
     lengths: str = "short",
     seed: int = 0,
     empty_every: int = 0,
+    unimodal: bool = False,
 ) -> list[Clip]:
     """Clips with labels uniform in [-label_scale, label_scale]; every ``empty_every``-th clip (0: none) has
-    no audio frames and no detected face."""
+    no audio frames and no detected face. ``unimodal``: true label_T/A/V too, the label plus noise (drawn
+    from a generator of their own, so the other values are those without)."""
     rng = np.random.default_rng(seed)
+    unimodal_rng = np.random.default_rng(seed + 1)
     profile = LENGTHS[lengths]
     direction_a = rng.standard_normal(audio_dim).astype(np.float32)
     direction_v = rng.standard_normal(video_dim).astype(np.float32)
@@ -132,6 +136,8 @@ def synthetic_clips(
             face = np.zeros(t_v[i], bool) if empty else rng.random(t_v[i]) < 0.9
             vision = (rng.standard_normal((t_v[i], video_dim)).astype(np.float32) + y * direction_v) * face[:, None]
             ids = np.asarray(tokenize(text), np.int32)
+            noisy = np.clip(labels[i] + 0.3 * label_scale * unimodal_rng.standard_normal(3), -label_scale, label_scale)
+            label_t, label_a, label_v = (float(x) for x in noisy) if unimodal else (math.nan,) * 3
             clips.append(
                 Clip(
                     video_id=f"{split}{i // 4:04d}",
@@ -139,6 +145,9 @@ def synthetic_clips(
                     split=split,
                     text=text,
                     label=float(labels[i]),
+                    label_T=label_t,
+                    label_A=label_a,
+                    label_V=label_v,
                     audio=audio,
                     vision=vision,
                     face_mask=face,
@@ -160,6 +169,7 @@ def make_synthetic_store(
     seed: int = 0,
     empty_every: int = 0,
     feature_config_hash: str = "synthetic",
+    unimodal: bool = False,
 ) -> Path:
     """A feature store of synthetic clips, tokenised by ``text_model``'s tokenizer (max 50 tokens)."""
     sizes = sizes or {"train": 48, "valid": 16, "test": 16}
@@ -168,7 +178,7 @@ def make_synthetic_store(
     def tokenize(text: str) -> list[int]:
         return tokenizer(text, truncation=True, max_length=50)["input_ids"]
 
-    clips = synthetic_clips(sizes, tokenize, audio_dim, video_dim, label_scale, lengths, seed, empty_every)
+    clips = synthetic_clips(sizes, tokenize, audio_dim, video_dim, label_scale, lengths, seed, empty_every, unimodal)
     provenance = {
         "audio": ModalityProvenance("synthetic", "0", {"seed": seed}, "a", [f"a{i}" for i in range(audio_dim)]),
         "vision": ModalityProvenance("synthetic", "0", {"seed": seed}, "v", [f"v{i}" for i in range(video_dim)]),

@@ -34,9 +34,11 @@ def scaled_copy(features: Path, scale: float, out: Path) -> Path:
     """A copy of the store whose every label attribute is multiplied by ``scale``."""
     shutil.copyfile(features, out)
     with h5py.File(out, "r+") as f:
-        for clip in f["clips"].values():
+        clips = f["clips"]
+        assert isinstance(clips, h5py.Group)
+        for clip in clips.values():
             for name in LABELS:
-                clip.attrs[name] = clip.attrs[name] * scale
+                clip.attrs[name] = float(clip.attrs[name]) * scale
     return out
 
 

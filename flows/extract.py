@@ -154,7 +154,7 @@ def feature_extract(
         "clips": total - len(failures),
         "failed": len(failures),
         "failure_report": str(report),
-        **sources,
+        "sources": sources,  # source videos extracted, cached, failed (a failed clip need not fail its video)
     }
     logger.info("wrote %s: %d clips, %d failed (report: %s)", out_path, summary["clips"], len(failures), report)
     publish_extraction(spec.name, str(out_path), summary["clips"], sources, [asdict(x) for x in failures])

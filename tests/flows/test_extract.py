@@ -36,7 +36,7 @@ def test_flow_writes_store_and_failure_report_under_the_threshold(mosi_dataset, 
         overrides={"face": {"fps": 2.0}},
         max_failure_fraction=0.5,
     )
-    assert summary["clips"] == 3 and summary["failed"] == 1 and summary["extracted"] == 3
+    assert summary["clips"] == 3 and summary["failed"] == 1 and summary["sources"]["extracted"] == 3
     with FeatureStore(out) as store:
         assert len(store) == 3 and store.provenance["vision"].config["fps"] == 2.0
     with open(summary["failure_report"]) as f:
@@ -50,7 +50,7 @@ def test_flow_writes_store_and_failure_report_under_the_threshold(mosi_dataset, 
         overrides={"face": {"fps": 2.0}},
         max_failure_fraction=0.5,
     )
-    assert again["cached"] == 3 and again["extracted"] == 0
+    assert again["sources"]["cached"] == 3 and again["sources"]["extracted"] == 0
 
 
 def test_flow_fails_over_the_threshold_but_keeps_the_work(mosi_dataset, tmp_path):

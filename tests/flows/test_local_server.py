@@ -19,7 +19,7 @@ def test_flow_commands_share_one_local_server_until_it_is_stopped(tmp_path, mosi
     first = json.loads(sh(extract, root).stdout)
     pid = int((root / ".prefect/selfmm-server.pid").read_text())
     second = json.loads(sh(extract, root).stdout)
-    assert first["extracted"] == 3 and second["cached"] == 3
+    assert first["sources"]["extracted"] == 3 and second["sources"]["cached"] == 3
     assert int((root / ".prefect/selfmm-server.pid").read_text()) == pid and psutil.pid_exists(pid)
     assert "Stopping temporary server" not in sh(extract, root).stderr  # nor a temporary one per command
 

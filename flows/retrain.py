@@ -172,7 +172,7 @@ def challenge(paths: DatasetPaths, stages: list[str]) -> dict:
     }
     champion = champion_metrics(paths)
     body = {
-        "extraction": {k: summary[k] for k in ("extracted", "cached", "failed")},
+        "extraction": {**summary["sources"], "failed_clips": summary["failed"]},
         "metric": f"valid {METRIC}, lower is better",
         "challenger": challenger,
         "champion": champion,

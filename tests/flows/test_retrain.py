@@ -91,7 +91,7 @@ def test_retrain_extracts_only_new_clips_keeps_a_worse_model_and_records_every_d
     # Train once: no champion yet, so the model is promoted, and dvc.lock records it.
     first = retrain(dataset="demo")
     assert first["decision"] == PROMOTED and first["champion"] is None
-    assert first["extraction"] == {"extracted": 10, "cached": 0, "failed": 0}
+    assert first["extraction"] == {"extracted": 10, "cached": 0, "failed": 0, "failed_clips": 0}
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     model_out = next(o for o in lock["stages"]["train@demo"]["outs"] if o["path"] == "build/demo/model")
     assert first["challenger"]["model_md5"] == model_out["md5"]
@@ -111,7 +111,7 @@ def test_retrain_extracts_only_new_clips_keeps_a_worse_model_and_records_every_d
         csv.DictWriter(f, fieldnames=list(new_rows[0]), lineterminator="\n").writerows(new_rows)
     set_train(root, DIVERGING)
     second = retrain(dataset="demo")
-    assert second["extraction"] == {"extracted": 2, "cached": 10, "failed": 0}
+    assert second["extraction"] == {"extracted": 2, "cached": 10, "failed": 0, "failed_clips": 0}
     assert second["data_hash"] != first["data_hash"] and second["clips"] == 12
     assert second["decision"] == KEPT and second["champion"]["basis"] == "current valid split"
     assert second["challenger"]["valid"]["MAE"] > second["champion"]["valid"]["MAE"]

@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--features", default="build/demo/features.h5")
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the preset's")
+    parser.add_argument("--modalities", nargs="+", default=list(MODALITIES), choices=list(MODALITIES))
     args = parser.parse_args()
     config = preset(args.preset, **({"seeds": args.seeds} if args.seeds else {}))
     prepare_process(config.numerics, config.threads)  # before torch loads
@@ -57,7 +58,8 @@ def main() -> None:
     valid_loader = make_loader(data["valid"], config.batch_size)
     test_loader = make_loader(data["test"], config.batch_size)
     print(f"{args.features}: {', '.join(f'{s} {len(d)}' for s, d in data.items())} clips; preset {args.preset}")
-    for m, name in MODALITIES.items():
+    for m in args.modalities:
+        name = MODALITIES[m]
         y_train = torch.from_numpy(truth["train", m])
         per_seed = []
         for seed in config.seeds:

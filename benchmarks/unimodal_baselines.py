@@ -38,7 +38,7 @@ def main() -> None:
 
     from features.store import FeatureStore
     from features.types import SPLITS
-    from selfmm.data import ClipDataset, feature_dims, make_loader
+    from selfmm.data import ClipDataset, feature_dims, frame_statistics, make_loader
     from selfmm.metrics import compute_metrics, mean_std
     from selfmm.model import SelfMM, load_text_encoder
     from selfmm.predict import run_model
@@ -54,6 +54,8 @@ def main() -> None:
             for split in SPLITS
             for m in MODALITIES
         }
+    train_items = (data["train"][i] for i in range(len(data["train"])))
+    statistics = frame_statistics(train_items, dims) if config.standardise_features else None
     encoder = load_text_encoder(config.text_model)
     valid_loader = make_loader(data["valid"], config.batch_size)
     test_loader = make_loader(data["test"], config.batch_size)
@@ -65,6 +67,8 @@ def main() -> None:
         for seed in config.seeds:
             torch.manual_seed(seed)
             model = SelfMM(config, dims["audio"], dims["vision"], copy.deepcopy(encoder))
+            if statistics is not None:
+                model.set_feature_statistics(statistics)
             optimizer = make_optimizer(model, config)
             loader = make_loader(
                 data["train"], config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)

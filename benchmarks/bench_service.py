@@ -4,7 +4,7 @@ client sees it, against ``selfmm serve-model`` started as its own process on a f
 Prints p50 and p95 over ``--requests`` predictions of one clip, sent ``--concurrency`` at a time, after
 ``--warmup`` requests that build each prediction thread's extractors.
 
-    python benchmarks/bench_service.py --model build/demo/model --clip data/demo/Raw/feat_f13_000/000.mp4
+    python benchmarks/bench_service.py --model build/demo/model --clip data/demo/Raw/feat_f13_000/001.mp4
     python benchmarks/bench_service.py --model models/demo/champion --clip CLIP --concurrency 4 --requests 40
 """
 

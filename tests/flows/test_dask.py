@@ -35,7 +35,7 @@ def test_dask_cluster_gives_the_same_arrays_as_the_thread_runner(mosi_dataset, t
             {"task_runner": "dask", "dask_address": cast(LocalCluster, cluster).scheduler_address},
         )
         executed = cast(dict, client.run(lambda dask_worker: dask_worker.state.executed_count))
-    assert threads["extracted"] == dask["extracted"] == 3 and dask["failed"] == 0
+    assert threads["sources"]["extracted"] == dask["sources"]["extracted"] == 3 and dask["failed"] == 0
     assert sum(executed.values()) >= 3, f"the source videos did not run on the Dask workers: {executed}"
 
     with FeatureStore(tmp_path / "threads.h5") as a, FeatureStore(tmp_path / "dask.h5") as b:

@@ -112,8 +112,8 @@ class SelfMM(nn.Module):
     def set_feature_statistics(self, statistics: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """The per-feature mean and std that ``standardise_features`` applies: ``{"audio": (mean, std), ...}``."""
         for name, (mean, std) in statistics.items():
-            getattr(self, f"{name}_mean").copy_(mean)
-            getattr(self, f"{name}_std").copy_(std)
+            self.get_buffer(f"{name}_mean").copy_(mean)
+            self.get_buffer(f"{name}_std").copy_(std)
 
     def feature_dims(self) -> dict[str, int]:
         """Width of each task's representation F_s: the size of ULGM's memory rows."""
@@ -126,8 +126,8 @@ class SelfMM(nn.Module):
             ]
         audio, vision = batch.audio, batch.vision
         if self.standardise:  # padding frames change too, but the LSTM state is read before them
-            audio = (audio - self.audio_mean) / self.audio_std
-            vision = (vision - self.vision_mean) / self.vision_std
+            audio = (audio - self.get_buffer("audio_mean")) / self.get_buffer("audio_std")
+            vision = (vision - self.get_buffer("vision_mean")) / self.get_buffer("vision_std")
         a = self.audio_model(audio, batch.audio_lengths)
         v = self.video_model(vision, batch.vision_lengths)
         inputs = {"M": torch.cat([t, a, v], dim=-1), "T": t, "A": a, "V": v}

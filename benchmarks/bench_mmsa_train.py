@@ -52,24 +52,16 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["CUDA_VISIBLE_DEVICES"] = ""  # MMSA trains on the CPU here; see the module docstring
 os.environ.setdefault("TQDM_DISABLE", "1")  # MMSA's per-batch progress bars
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from bench_train import (  # noqa: E402
-    MOSI_PADDING,
-    MOSI_SIZES,
-    RANDOM_SHAPES,
-    SHOWN,
-    _default_text_model,
-    _text_model_copy,
-)
 from transformers import AutoConfig  # noqa: E402
 
+from benchmarks.bench_train import MOSI_PADDING, RANDOM_SHAPES, SHOWN, _default_text_model, build_workload  # noqa: E402
 from features.files import atomic_open  # noqa: E402
 from features.mmsa import export_mmsa, load_pickle  # noqa: E402
 from features.types import SPLITS  # noqa: E402
-from tests.support.synthetic import make_synthetic_store, make_text_model  # noqa: E402
 
 MMSA_MODEL, MMSA_DATASET = "self_mm", "mosi"
 GIB = 2**30
@@ -201,23 +193,9 @@ def main(argv: list[str] | None = None) -> dict:
     if importlib.util.find_spec("MMSA") is None:
         parser.error("MMSA 2.2.1 is not installed: setup.sh installs it from requirements-test.lock")
 
-    sizes = {split: max(2, round(n * args.scale)) for split, n in MOSI_SIZES.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        text_model = args.text_model
-        if text_model in RANDOM_SHAPES:
-            text_model = str(make_text_model(Path(tmp) / "random", **RANDOM_SHAPES[text_model]))
-        text_model = _text_model_copy(text_model, Path(tmp) / "bert", args.bert_dropout)
         start = time.perf_counter()
-        store = make_synthetic_store(
-            Path(tmp) / "mosi.h5",
-            text_model,
-            sizes=sizes,
-            audio_dim=5,
-            video_dim=20,
-            label_scale=3.0,
-            lengths="mosi",
-            seed=args.seed,
-        )
+        text_model, store, sizes = build_workload(Path(tmp), args)
         pkl = write_mosi_pickle(store, Path(tmp) / "unaligned_50.pkl")
         print(
             f"synthetic MOSI-like store as an MMSA pickle {MOSI_PADDING}: {sizes} clips in "

@@ -26,7 +26,6 @@ import os
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -65,6 +64,27 @@ def _text_model_copy(name: str, folder: Path, dropout: float) -> str:
     return str(folder)
 
 
+def build_workload(folder: Path, args: argparse.Namespace) -> tuple[str, Path, dict[str, int]]:
+    """The text model (with ``--bert-dropout``) and the synthetic MOSI-like store in ``folder``, ``--scale``d:
+    the workload that this script and bench_mmsa_train.py both train on. Returns model folder, store, sizes."""
+    sizes = {split: max(2, round(n * args.scale)) for split, n in MOSI_SIZES.items()}
+    text_model = args.text_model
+    if text_model in RANDOM_SHAPES:
+        text_model = str(make_text_model(folder / "random", **RANDOM_SHAPES[text_model]))
+    text_model = _text_model_copy(text_model, folder / "bert", args.bert_dropout)
+    store = make_synthetic_store(
+        folder / "mosi.h5",
+        text_model,
+        sizes=sizes,
+        audio_dim=5,
+        video_dim=20,
+        label_scale=3.0,
+        lengths="mosi",
+        seed=args.seed,
+    )
+    return text_model, store, sizes
+
+
 def _run_mode(store: str, out_dir: str, text_model: str, n_train: int, args: dict, mode: dict) -> dict:
     """One training run in a fresh process; returns timings, memory and test metrics."""
     if args["threads"]:
@@ -96,6 +116,23 @@ def _run_mode(store: str, out_dir: str, text_model: str, n_train: int, args: dic
     }
 
 
+def _run_mmsa(store: Path, text_model: str, n_train: int, folder: Path, args: argparse.Namespace) -> dict:
+    """MMSA's own Self-MM on the same store and text model, in a fresh process; printed like a mode."""
+    from benchmarks.bench_mmsa_train import train_mmsa, write_mosi_pickle
+
+    pkl = write_mosi_pickle(store, folder / "unaligned_50.pkl")
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        r = pool.apply(train_mmsa, (str(pkl), text_model, n_train, str(folder), {**vars(args), "num_workers": 0}))
+    r["peak_mb"] = r["peak_rss_gib"] * 1024
+    print(
+        f"{'MMSA 2.2.1':>15}: {r['samples_per_s']:8.1f} samples/s, epochs "
+        f"{', '.join(f'{s:.1f}' for s in r['epoch_seconds'])} s, peak {r['peak_mb']:.0f} MB, test "
+        + ", ".join(f"{k} {r['test'][k]:.4f}" for k in SHOWN),
+        flush=True,
+    )
+    return r
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
@@ -111,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bert-dropout", type=float, default=0.0, help="BERT's dropout (0.1 is its own)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of MOSI's size (quick checks)")
+    parser.add_argument("--mmsa", action="store_true", help="also train MMSA 2.2.1's Self-MM (bench_mmsa_train.py)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -123,25 +161,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.amp:
         modes["dynamic+amp"] = dict(fixed_padding=None, bucket=False, amp=True)
 
-    sizes = {split: max(2, round(n * args.scale)) for split, n in MOSI_SIZES.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        text_model = args.text_model
-        if text_model in RANDOM_SHAPES:
-            text_model = str(make_text_model(Path(tmp) / "random", **RANDOM_SHAPES[text_model]))
-        text_model = _text_model_copy(text_model, Path(tmp) / "bert", args.bert_dropout)
-        start = time.perf_counter()
-        store = make_synthetic_store(
-            Path(tmp) / "mosi.h5",
-            text_model,
-            sizes=sizes,
-            audio_dim=5,
-            video_dim=20,
-            label_scale=3.0,
-            lengths="mosi",
-            seed=args.seed,
-        )
+        text_model, store, sizes = build_workload(Path(tmp), args)
         print(
-            f"synthetic MOSI-like store: {sizes} clips in {time.perf_counter() - start:.1f} s; "
+            f"synthetic MOSI-like store: {sizes} clips; "
             f"device {args.device}, text model {args.text_model} (dropout {args.bert_dropout}), "
             f"{args.epochs} epoch(s), seed {args.seed}, torch threads {args.threads or torch.get_num_threads()}"
         )
@@ -163,6 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
                 + ", ".join(f"{k} {r['test'][k]:.4f}" for k in SHOWN),
                 flush=True,
             )
+        if args.mmsa:
+            results["mmsa"] = _run_mmsa(store, text_model, sizes["train"], Path(tmp), args)
 
     fixed, dynamic = results["fixed"], results["dynamic"]
     speedup = dynamic["samples_per_s"] / fixed["samples_per_s"]
@@ -172,6 +197,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"dynamic vs fixed padding: {speedup:.2f}x samples/s, {fixed['peak_mb'] / dynamic['peak_mb']:.2f}x less "
         f"peak memory; largest difference in test metrics {diff:.2e}, in test predictions {pred_diff:.2e}"
     )
+    if args.mmsa:
+        mmsa = results["mmsa"]
+        print(
+            f"dynamic vs MMSA 2.2.1: {dynamic['samples_per_s'] / mmsa['samples_per_s']:.2f}x its samples/s "
+            f"(target >= 3), {dynamic['peak_mb'] / mmsa['peak_mb']:.2f}x its peak memory (target <= 0.5); "
+            f"test MAE {dynamic['test']['MAE']:.4f} against its {mmsa['test']['MAE']:.4f}"
+        )
     summary = {
         "args": {k: str(v) for k, v in vars(args).items()},
         "modes": results,

@@ -15,6 +15,7 @@ import numpy as np
 
 from features.config import Modality, stable_hash
 from features.files import atomic_open, atomic_write_text
+from features.hash_index import MediaHashes
 from features.types import ModalityProvenance
 
 
@@ -23,12 +24,17 @@ def segments_hash(segments: list[tuple[str, float, float]]) -> str:
     return stable_hash([[k, repr(s), repr(e)] for k, s, e in segments])
 
 
+MEDIA_INDEX = "media-sha256.sqlite"  # the stat index of the media SHA-256s, in the cache folder
+
+
 class ShardCache:
     """Shards under ``root/<modality>/<sha[:2]>/<sha>-<key>-<segments hash>.npz``, where the key covers the
-    extractor's config and identity (``features.extract.Extractors.key``)."""
+    extractor's config and identity (``features.extract.Extractors.key``); the media SHA-256s come from the
+    stat index ``root/media-sha256.sqlite`` (``features.hash_index``), so unchanged media are not read again."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.media_hashes = MediaHashes(self.root / MEDIA_INDEX)
 
     def _path(self, modality: Modality, media_sha: str, key: str, seg_hash: str) -> Path:
         return self.root / modality.value / media_sha[:2] / f"{media_sha}-{key}-{seg_hash}.npz"

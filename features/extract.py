@@ -126,7 +126,8 @@ def feature_config_hash(extractors: Extractors) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 
-def _segments(source: SourceVideo) -> list[tuple[str, float, float]]:
+def source_segments(source: SourceVideo) -> list[tuple[str, float, float]]:
+    """The (clip key, start, end) list cut from a source: with its media's SHA-256, what keys its shards."""
     return [(c.key, c.start, c.end) for c in source.clips]
 
 
@@ -142,10 +143,10 @@ def extract_source(
     extractors = extractors or thread_extractors(config)
     name = str(source.media)
     try:
-        sha = file_sha256(source.media)
+        sha = cache.media_hashes.sha256(source.media)
     except OSError as err:
         return _all_failed(source, Stage.DECODE, f"{source.media}: cannot read ({err})")
-    seg = segments_hash(_segments(source))
+    seg = segments_hash(source_segments(source))
     audio_hash, vision_hash = extractors.key(Modality.AUDIO), extractors.key(Modality.VISION)
     audio = cache.load(Modality.AUDIO, sha, audio_hash, seg)
     vision = cache.load(Modality.VISION, sha, vision_hash, seg)

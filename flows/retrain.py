@@ -3,8 +3,9 @@ the new model only if it beats the current champion on the validation split.
 
 One run, for dataset ``d`` (data in ``data/d/``):
 
-1. Hash the annotations: every clip's ids, text, labels, split and segment, and the SHA-256 of its media. If the
-   hash is the one the last retrain trained on, stop: nothing to do.
+1. Hash the annotations: every clip's ids, text, labels, split and segment, and the SHA-256 of its media (from the
+   shard cache's stat index: only new or changed media are read). If the hash is the one the last retrain
+   trained on, stop: nothing to do.
 2. Extract through the shard cache (the ``feature-extract`` flow, on the configured task runner): only new or
    changed clips cost work.
 3. ``dvc repro --single-item <stages>``: DVC re-runs what changed (its extract stage finds every shard cached),
@@ -50,8 +51,10 @@ from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger
 from prefect.settings import PREFECT_API_URL
 
+from features.cache import ShardCache
 from features.errors import PipelineError
-from features.files import TEMP_MARK, atomic_path, atomic_write_text, file_sha256, temp_path
+from features.files import TEMP_MARK, atomic_path, atomic_write_text, temp_path
+from features.hash_index import MediaHashes
 from features.types import DatasetSpec, check_id
 from flows.artifacts import publish_decision
 from flows.extract import feature_extract, make_task_runner, open_dataset
@@ -136,9 +139,9 @@ def retrain(dataset: str, stages: list[str] | None = None, force: bool = False) 
     stages = stages or dvc_stages(dataset)
     paths = DatasetPaths(dataset)
     spec = open_dataset(dataset)  # fails fast, naming the expected layout and where the data comes from
-    keep = load_params().serve.keep_releases
+    params = load_params()
     with exclusive(paths.lock, f"retrain of {dataset}"):
-        data_hash = annotations_hash(spec)
+        data_hash = annotations_hash(spec, ShardCache(params.run.cache_dir).media_hashes)
         if not force and data_hash == last_trained_hash(paths.history):
             logger.info(
                 "%s: nothing to do, the annotations (%s) are those of the last retrain", dataset, data_hash[:12]
@@ -148,7 +151,7 @@ def retrain(dataset: str, stages: list[str] | None = None, force: bool = False) 
         try:
             record.update(challenge(paths, stages))
             if record["decision"] == Decision.PROMOTED:
-                record["release"] = str(promote(paths, record, keep))
+                record["release"] = str(promote(paths, record, params.serve.keep_releases))
         except Exception as err:
             record.update(decision=Decision.FAILED, error=f"{type(err).__name__}: {err}")
             append_history(paths.history, record)
@@ -196,12 +199,14 @@ def better(new: float, old: float) -> bool:
     return math.isfinite(new) and (not math.isfinite(old) or new < old)
 
 
-def annotations_hash(spec: DatasetSpec) -> str:
+def annotations_hash(spec: DatasetSpec, media_hashes: MediaHashes) -> str:
     """SHA-256 over every clip's annotation (ids, text, labels, split, segment) with its media's SHA-256, and the
-    rows the label file rejected: a new clip, a changed label or a re-encoded video each change it."""
+    rows the label file rejected: a new clip, a changed label or a re-encoded video each change it. The media
+    hashes come through the shard cache's stat index, so only new or changed media are read."""
     digest = hashlib.sha256()
-    for source in spec.sources:
-        digest.update(file_sha256(source.media).encode())
+    media_sha256 = media_hashes.sha256_all(source.media for source in spec.sources)
+    for source, sha in zip(spec.sources, media_sha256):
+        digest.update(sha.encode())
         for clip in source.clips:
             digest.update(json.dumps(asdict(clip), sort_keys=True).encode())
     for failure in spec.rejected:

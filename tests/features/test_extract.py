@@ -1,6 +1,7 @@
 """Real extraction (openSMILE, MediaPipe, tokenizer) on real clips, the shard cache, and bad input."""
 
 import math
+import os
 import shutil
 from dataclasses import replace
 
@@ -11,6 +12,7 @@ from features.cache import ShardCache
 from features.config import ExtractConfig, FaceConfig, Modality
 from features.datasets import load_dataset
 from features.extract import SourceStatus, build_store, extract_source
+from features.files import file_sha256
 from features.store import FeatureStore
 from features.types import Stage
 from tests.support.data import FEAT_DATA, MOSI_MEDIA, add_clip, real_frames, speech_like, write_label_csv, write_video
@@ -93,6 +95,20 @@ def test_interrupted_extraction_resumes_from_its_shards(mosi_dataset, tmp_path):
     extract_source(spec.sources[0], CONFIG, ShardCache(cache_dir))  # then the run "dies"
     _, results = extract_all(mosi_dataset, cache_dir)
     assert [r.status for r in results] == [SourceStatus.CACHED, SourceStatus.EXTRACTED, SourceStatus.EXTRACTED]
+
+
+def test_the_media_hash_comes_from_the_cache_stat_index(mosi_dataset, tmp_path):
+    source = load_dataset(mosi_dataset).sources[0]
+    os.utime(source.media, ns=(10**18, 10**18))  # an old mtime: the hash is recorded
+    stat, sha = source.media.stat(), file_sha256(source.media)
+    first = extract_source(source, CONFIG, ShardCache(tmp_path / "cache"))
+    assert first.status is SourceStatus.EXTRACTED and first.clips[0].media_sha256 == sha
+    with open(source.media, "r+b") as f:  # other bytes behind the same size, mtime and inode
+        f.seek(stat.st_size // 2)
+        f.write(b"\0" * 16)
+    os.utime(source.media, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = extract_source(source, CONFIG, ShardCache(tmp_path / "cache"))
+    assert second.status is SourceStatus.CACHED and second.clips[0].media_sha256 == sha
 
 
 @pytest.mark.shared_data

@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from features.datasets.demo.corpus import make_demo_corpus
+from features.hash_index import MediaHashes
+from features.types import ClipSpec, DatasetSpec, SourceVideo
 from flows.cli import main
 from flows.params import ServeConfig, load_params, parse_params
 from flows.retrain import (
@@ -25,6 +27,7 @@ from flows.retrain import (
     ROLLED_BACK,
     DatasetPaths,
     RetrainError,
+    annotations_hash,
     append_history,
     better,
     current_release,
@@ -304,6 +307,26 @@ def test_releases_kept_come_from_params_serve_keep_releases(tmp_path):
 )
 def test_only_a_strictly_lower_valid_error_wins_and_not_a_number_never_does(new, old, wins):
     assert better(new, old) is wins
+
+
+def test_the_annotation_hash_reads_only_media_whose_stat_changed(tmp_path):
+    media = [tmp_path / f"v{i}.mp4" for i in range(3)]
+    for i, path in enumerate(media):
+        path.write_bytes(f"video {i}".encode())
+        os.utime(path, ns=(10**18, 10**18))  # an old mtime: the hashes are recorded
+    spec = DatasetSpec(
+        name="d",
+        root=tmp_path,
+        sources=[SourceVideo(m, [ClipSpec(m.stem, "0", "text", 0.5, "train")]) for m in media],
+    )
+    index = MediaHashes(tmp_path / "cache" / "media-sha256.sqlite")
+    first = annotations_hash(spec, index)
+    media[1].write_bytes(b"VIDEO 1")  # other bytes behind a restored stat: not read again
+    os.utime(media[1], ns=(10**18, 10**18))
+    assert annotations_hash(spec, index) == first
+    os.utime(media[1], ns=(10**18 + 1, 10**18 + 1))  # a new mtime: read again
+    changed = annotations_hash(spec, index)
+    assert changed != first and changed == annotations_hash(spec, MediaHashes(tmp_path / "fresh.sqlite"))
 
 
 def test_retrain_of_an_unknown_or_absent_dataset_fails_fast(tmp_path, monkeypatch, capsys, prefect_server):

@@ -11,6 +11,11 @@ BERT's own dropout is off by default (``--bert-dropout``): its masks are drawn o
 shape, so with dropout on, fixed and dynamic padding drop different units and train on different random draws
 (equal in distribution, not in value). Dropout costs a few percent of a step, so the timings hardly change.
 
+With ``--mmsa`` the same store also trains MMSA 2.2.1's own Self-MM (bench_mmsa_train.py) in the same run,
+and the last line sets dynamic padding's samples/s and peak memory against MMSA's. ``--stream`` adds a mode that
+reads each clip from the HDF5 file when a batch needs it (a memory budget of 0) instead of holding the split.
+
+    python benchmarks/bench_train.py --epochs 1 --threads 2 --mmsa --bucket --stream   # the issue-14 table
     python benchmarks/bench_train.py --epochs 3 --bucket --threads 1      # CPU, MiniLM
     python benchmarks/bench_train.py --text-model random-bert-base --scale 0.25 --epochs 2
     python benchmarks/bench_train_cuda.py                                 # CUDA, also --amp and --bucket
@@ -99,6 +104,7 @@ def _run_mode(store: str, out_dir: str, text_model: str, n_train: int, args: dic
         amp=mode["amp"],
         fixed_padding=mode["fixed_padding"],
         bucket_by_length=mode["bucket"],
+        **({"memory_budget_mb": 0} if mode.get("stream") else {}),  # 0: every clip read from the file when used
     )
     result = train(store, out_dir, config).seeds[0]
     preds = predict_store(out_dir, store, split="test", device=args["device"])
@@ -148,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bert-dropout", type=float, default=0.0, help="BERT's dropout (0.1 is its own)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of MOSI's size (quick checks)")
+    parser.add_argument("--stream", action="store_true", help="also time dynamic padding streamed from the HDF5 file")
     parser.add_argument("--mmsa", action="store_true", help="also train MMSA 2.2.1's Self-MM (bench_mmsa_train.py)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -160,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
         modes["dynamic+bucket"] = dict(fixed_padding=None, bucket=True, amp=False)
     if args.amp:
         modes["dynamic+amp"] = dict(fixed_padding=None, bucket=False, amp=True)
+    if args.stream:
+        modes["dynamic+stream"] = dict(fixed_padding=None, bucket=False, amp=False, stream=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         text_model, store, sizes = build_workload(Path(tmp), args)

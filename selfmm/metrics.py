@@ -62,7 +62,7 @@ def mosi_metrics(pred: ArrayLike, true: ArrayLike) -> dict[str, float]:
     }
 
 
-def _classes(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+def class_indices(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     """Class i for edges[i] < value <= edges[i+1] (left-open bins, as the reference's loops), with the edges in
     the values' precision."""
     return np.digitize(values, np.asarray(edges, dtype=values.dtype), right=True) - 1
@@ -79,8 +79,10 @@ def sims_metrics(pred: ArrayLike, true: ArrayLike) -> dict[str, float]:
     """SIMS: everything on values clipped to [-1, 1] first, MAE and Corr included."""
     pred, true = _flat(pred, true)
     pred, true = np.clip(pred, -1, 1), np.clip(true, -1, 1)
-    out = {name: _accuracy(_classes(pred, edges), _classes(true, edges)) for name, edges in SIMS_BINS.items()}
-    out["F1_score"] = _weighted_f1(_classes(true, SIMS_BINS["Mult_acc_2"]), _classes(pred, SIMS_BINS["Mult_acc_2"]))
+    out = {name: _accuracy(class_indices(pred, edges), class_indices(true, edges)) for name, edges in SIMS_BINS.items()}
+    out["F1_score"] = _weighted_f1(
+        class_indices(true, SIMS_BINS["Mult_acc_2"]), class_indices(pred, SIMS_BINS["Mult_acc_2"])
+    )
     out["MAE"] = _mae(pred, true)
     out["Corr"] = _corr(pred, true)
     return out

@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from features.files import atomic_open, atomic_write_text, file_sha256
-from selfmm.metrics import SIMS_BINS, _classes
+from selfmm.metrics import SIMS_BINS, class_indices
 from selfmm.published import PUBLISHED, format_value
 
 MODALITIES = {"T": "text", "A": "audio", "V": "vision"}
@@ -57,7 +57,7 @@ def sentiment_classes(family: str, values: np.ndarray) -> tuple[np.ndarray, list
     """Each value's sentiment class and the class names, as the metric family's finest-but-one accuracy bins
     them: sims, the three Mult_acc_3 bins of clipped values; mosi, Acc-7's clip to [-3, 3] and round."""
     if family == "sims":
-        return _classes(np.clip(values, -1, 1), SIMS_BINS["Mult_acc_3"]), ["negative", "neutral", "positive"]
+        return class_indices(np.clip(values, -1, 1), SIMS_BINS["Mult_acc_3"]), ["negative", "neutral", "positive"]
     return np.round(np.clip(values, -3, 3)).astype(int) + 3, [str(c) for c in range(-3, 4)]
 
 

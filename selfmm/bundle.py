@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PretrainedConfig
 
 from features.errors import PipelineError
 from features.extractors.text import local_files_only, resolve_model
@@ -133,7 +133,7 @@ def save_bundle(
     config: TrainConfig,
     store: FeatureStore,
     dims: dict[str, int],
-    text_encoder: PreTrainedModel,
+    text_config: PretrainedConfig,
     valid_loss: dict[int, float],
 ) -> Bundle:
     """Complete a bundle whose seeds' weights are saved: the selected seed has the lowest validation loss."""
@@ -141,7 +141,7 @@ def save_bundle(
     if missing:
         raise BundleError(f"{path}: no saved weights for seed(s) {missing}")
     text_dir = path / "text_model"
-    text_encoder.config.save_pretrained(text_dir)
+    text_config.save_pretrained(text_dir)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.text_model), local_files_only=local_files_only())
     tokenizer.save_pretrained(text_dir)
     info = {

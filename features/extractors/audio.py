@@ -21,7 +21,10 @@ MIN_SAMPLES = 1600  # 0.1 s: below this openSMILE's LLD windows yield no frame
 # environment, once per process and again in each thread that races it. opensmile's answer is known (a test
 # checks it against the scan), so the scan never runs for it; the features do not depend on the name.
 OPENSMILE_DISTRIBUTIONS = ["opensmile"]
-audobject_utils.PACKAGES_DISTRIBUTIONS.setdefault("opensmile", OPENSMILE_DISTRIBUTIONS)
+audobject_utils.PACKAGES_DISTRIBUTIONS = {
+    "opensmile": OPENSMILE_DISTRIBUTIONS,
+    **audobject_utils.PACKAGES_DISTRIBUTIONS,
+}
 
 
 def identity() -> dict[str, str]:

@@ -33,13 +33,18 @@ def main(argv: list[str] | None = None) -> int:
         _prepare_numerics(args)
         if not _runs_flow(args):
             return args.handler(args) or 0
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
         from flows.params import load_params
         from flows.server import local_api
 
         url = local_api(load_params(getattr(args, "params", None)).serve.port)
-        with temporary_settings(updates={PREFECT_API_URL: url}), _environ("PREFECT_API_URL", url):  # DVC stages too
+        # No flow-run heartbeats: they only feed automations (this project defines none), and stopping their
+        # thread waits out its 1 s sleep, twice per command. The served deployments keep them.
+        with (
+            temporary_settings(updates={PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+            _environ("PREFECT_API_URL", url),  # DVC stages too
+        ):
             return args.handler(args) or 0
     except PipelineError as err:
         if args.debug:

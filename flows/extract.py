@@ -124,7 +124,10 @@ def feature_extract(
         len(spec.rejected),
     )
 
-    futures = [extract_video.submit(source, config, cache_dir) for source in spec.sources]
+    # Largest media first, so the longest video never starts last with the other workers idle; the store keeps
+    # the label file's order (build_store below).
+    by_size = sorted(spec.sources, key=_media_bytes, reverse=True)
+    futures = [extract_video.submit(source, config, cache_dir) for source in by_size]
     counts = {s: 0 for s in SourceStatus}
     bar = _progress_bar(len(futures), progress)
     for future in as_completed(futures):
@@ -164,6 +167,14 @@ def feature_extract(
             f"the store holds the rest, see {report}"
         )
     return summary
+
+
+def _media_bytes(source: SourceVideo) -> int:
+    """The source's file size, a proxy for its extraction time (0 when unreadable: the task reports why)."""
+    try:
+        return source.media.stat().st_size
+    except OSError:
+        return 0
 
 
 def _progress_bar(total: int, enabled: bool):

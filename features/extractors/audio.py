@@ -6,6 +6,7 @@ from importlib.metadata import version as package_version
 
 import numpy as np
 import opensmile
+from audobject.core import utils as audobject_utils
 
 from features.config import AudioConfig
 
@@ -14,6 +15,16 @@ from features.config import AudioConfig
 FEATURE_VERSION = 1
 
 MIN_SAMPLES = 1600  # 0.1 s: below this openSMILE's LLD windows yield no frame
+
+# Smile() names its own class through audobject, which looks the class' module up in
+# importlib.metadata.packages_distributions(): a read of every installed distribution's file list, 1.5 s in this
+# environment, once per process and again in each thread that races it. opensmile's answer is known (a test
+# checks it against the scan), so the scan never runs for it; the features do not depend on the name.
+OPENSMILE_DISTRIBUTIONS = ["opensmile"]
+audobject_utils.PACKAGES_DISTRIBUTIONS = {
+    "opensmile": OPENSMILE_DISTRIBUTIONS,
+    **audobject_utils.PACKAGES_DISTRIBUTIONS,
+}
 
 
 def identity() -> dict[str, str]:

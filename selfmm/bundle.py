@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PretrainedConfig
 
 from features.errors import PipelineError
-from features.extractors.text import local_files_only, resolve_model
 from features.files import atomic_path, atomic_write_text
 from features.store import FeatureStore
+from features.text_models import local_files_only, resolve_model
 from features.types import ModalityProvenance
 from selfmm.config import TrainConfig
 from selfmm.model import SelfMM, text_encoder_from_config

@@ -23,7 +23,7 @@ from transformers import AutoConfig, AutoModel, BertModel, PretrainedConfig, Pre
 from transformers.models.bert.modeling_bert import BertLayer, BertSelfAttention
 
 from features.errors import ConfigError
-from features.extractors.text import local_files_only, resolve_model
+from features.text_models import local_files_only, resolve_model
 from selfmm.config import TrainConfig
 from selfmm.data import Batch
 

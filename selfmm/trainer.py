@@ -31,9 +31,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
-from features.extractors.text import resolve_model, vocabulary_of
 from features.files import atomic_open, atomic_write_text
 from features.store import FeatureStore
+from features.text_models import resolve_model, vocabulary_of
 from features.types import SPLITS
 from selfmm.bundle import HISTORY_COLUMNS, save_bundle, save_weights
 from selfmm.config import LabelRule, TrainConfig

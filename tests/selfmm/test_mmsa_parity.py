@@ -57,7 +57,7 @@ pytest.importorskip(
 
 from transformers import AutoConfig  # noqa: E402
 
-from features.extractors.text import resolve_model  # noqa: E402
+from features.text_models import resolve_model  # noqa: E402
 from selfmm.config import preset  # noqa: E402
 from selfmm.data import Item, collate  # noqa: E402
 from selfmm.metrics import compute_metrics  # noqa: E402

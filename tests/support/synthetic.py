@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizerFast  # pyright: ignore[reportAttributeAccessIssue] - a lazy export, there at run time
 
-from features.extractors.text import resolve_model
 from features.store import write_store
+from features.text_models import resolve_model
 from features.types import Clip, ModalityProvenance
 
 POSITIVE = ["good", "great", "happy", "love", "excellent", "nice", "fun", "best", "wonderful", "funny"]

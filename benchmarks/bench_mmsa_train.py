@@ -58,7 +58,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoConfig  # noqa: E402
 
-from benchmarks.bench_train import MOSI_PADDING, RANDOM_SHAPES, SHOWN, _default_text_model, build_workload  # noqa: E402
+from benchmarks.bench_train import MOSI_PADDING, SHOWN, add_workload_arguments, build_workload  # noqa: E402
 from features.files import atomic_open  # noqa: E402
 from features.mmsa import export_mmsa, load_pickle  # noqa: E402
 from features.types import SPLITS  # noqa: E402
@@ -175,18 +175,8 @@ def train_mmsa(pkl: str, bert_folder: str, train_samples: int, save_dir: str, op
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=1111)
-    parser.add_argument(
-        "--text-model",
-        default=_default_text_model(),
-        help=f"BERT name or folder, or a random BERT: {', '.join(RANDOM_SHAPES)}",
-    )
-    parser.add_argument("--bert-dropout", type=float, default=0.1, help="BERT's dropout (MiniLM's own: 0.1)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_workload_arguments(parser, bert_dropout=0.1)  # MiniLM's own dropout, which MMSA trains with
     parser.add_argument("--num-workers", type=int, default=0, help="MMSA's DataLoader worker processes")
-    parser.add_argument("--scale", type=float, default=1.0, help="fraction of MOSI's size (quick checks)")
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be at least 1")

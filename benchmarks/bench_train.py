@@ -69,6 +69,21 @@ def _text_model_copy(name: str, folder: Path, dropout: float) -> str:
     return str(folder)
 
 
+def add_workload_arguments(parser: argparse.ArgumentParser, bert_dropout: float) -> None:
+    """The options that say what is trained, shared with bench_mmsa_train.py."""
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1111)
+    parser.add_argument(
+        "--text-model",
+        default=_default_text_model(),
+        help=f"BERT name or folder, or a random BERT: {', '.join(RANDOM_SHAPES)}",
+    )
+    parser.add_argument("--bert-dropout", type=float, default=bert_dropout, help="BERT's dropout (0.1 is its own)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of MOSI's size (quick checks)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+
+
 def build_workload(folder: Path, args: argparse.Namespace) -> tuple[str, Path, dict[str, int]]:
     """The text model (with ``--bert-dropout``) and the synthetic MOSI-like store in ``folder``, ``--scale``d:
     the workload that this script and bench_mmsa_train.py both train on. Returns model folder, store, sizes."""
@@ -142,21 +157,11 @@ def _run_mmsa(store: Path, text_model: str, n_train: int, folder: Path, args: ar
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=1111)
-    parser.add_argument(
-        "--text-model",
-        default=_default_text_model(),
-        help=f"BERT name or folder, or a random BERT: {', '.join(RANDOM_SHAPES)}",
-    )
+    add_workload_arguments(parser, bert_dropout=0.0)
     parser.add_argument("--amp", action="store_true", help="also time dynamic padding with bf16 autocast")
     parser.add_argument("--bucket", action="store_true", help="also time dynamic padding with length buckets")
-    parser.add_argument("--bert-dropout", type=float, default=0.0, help="BERT's dropout (0.1 is its own)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--scale", type=float, default=1.0, help="fraction of MOSI's size (quick checks)")
     parser.add_argument("--stream", action="store_true", help="also time dynamic padding streamed from the HDF5 file")
     parser.add_argument("--mmsa", action="store_true", help="also train MMSA 2.2.1's Self-MM (bench_mmsa_train.py)")
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
     modes = {

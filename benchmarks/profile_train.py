@@ -11,7 +11,6 @@ The sum is set beside a whole training step, so the rest is Python overhead betw
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import tempfile
 import time
@@ -22,14 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.bench_train import MOSI_SIZES, _default_text_model, _text_model_copy  # noqa: E402
+from benchmarks.bench_train import _default_text_model, build_workload  # noqa: E402
 from features.store import FeatureStore  # noqa: E402
 from selfmm.config import preset  # noqa: E402
 from selfmm.data import Batch, ClipDataset, feature_dims, make_loader  # noqa: E402
 from selfmm.model import SelfMM, cls_state, load_text_encoder  # noqa: E402
 from selfmm.trainer import make_optimizer, multitask_loss  # noqa: E402
 from selfmm.ulgm import ULGM  # noqa: E402
-from tests.support.synthetic import make_synthetic_store  # noqa: E402
 
 
 def timed(run: Callable[[Batch], object], batches: list[Batch]) -> float:
@@ -50,16 +48,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        text_model = _text_model_copy(_default_text_model(), Path(tmp) / "bert", 0.0)
-        path = make_synthetic_store(
-            Path(tmp) / "mosi.h5", text_model, sizes=MOSI_SIZES, audio_dim=5, video_dim=20, label_scale=3.0,
-            lengths="mosi", seed=1111,
-        )  # fmt: skip
+        workload = argparse.Namespace(text_model=_default_text_model(), bert_dropout=0.0, scale=1.0, seed=1111)
+        text_model, path, _ = build_workload(Path(tmp), workload)
         config = preset("mosi", text_model=text_model, bucket_by_length=args.bucket)
         with FeatureStore(path) as store:
             dims = feature_dims(store)
             data = ClipDataset.from_store(store, "train", dims)
-        model = SelfMM(config, dims["audio"], dims["vision"], copy.deepcopy(load_text_encoder(text_model)))
+        model = SelfMM(config, dims["audio"], dims["vision"], load_text_encoder(text_model))
         model.train()
         loader = make_loader(data, config.batch_size, True, torch.Generator().manual_seed(1), args.bucket)
         start = time.perf_counter()
@@ -122,10 +117,11 @@ def main() -> None:
         loop_adam_ms = timed(lambda _: loop_adam.step(), batches[:8]) / config.update_epochs
 
     tokens = sum(b.input_ids.numel() for b in batches) / len(batches)
+    real_tokens = sum(int(b.attention_mask.sum()) for b in batches) / len(batches)
     frames = [sum(getattr(b, m).shape[1] for b in batches) / len(batches) for m in ("audio", "vision")]
     print(
         f"{len(batches)} batches of {config.batch_size}{' (bucketed)' if args.bucket else ''}, "
-        f"torch threads {torch.get_num_threads()}, padded per batch: {tokens:.0f} tokens, "
+        f"torch threads {torch.get_num_threads()}, padded per batch: {tokens:.0f} tokens ({real_tokens:.0f} real), "
         f"{frames[0]:.0f} audio and {frames[1]:.0f} video frames"
     )
     for name, ms in parts.items():

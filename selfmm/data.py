@@ -5,8 +5,8 @@ instead of to one global length; ``fixed_padding`` restores the reference's shap
 LSTMs read their state at each clip's true length either way, and BERT runs on the real tokens only
 (``selfmm.model.cls_state``), so what padding still costs is the LSTM steps past a batch's shorter clips. Length
 bucketing (``bucket``) groups clips of similar length and saves some of those, at the price of a batch
-composition that differs from the reference's uniform shuffling; since BERT packs its tokens that is about 10%
-on MOSI, so it stays off by default.
+composition that differs from the reference's uniform shuffling; since BERT packs its tokens that is at most
+about 10% on MOSI, so it stays off by default.
 
 Sequence lengths: audio and vision lengths are the full stored lengths. Vision frames without a face are
 zero rows and stay in the sequence (the face mask is informational), as the reference's padded pickles

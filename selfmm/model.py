@@ -60,14 +60,14 @@ def text_encoder_from_config(folder: str) -> PreTrainedModel:
 def cls_state(encoder: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The text encoder's final-layer [CLS] state, (B, width).
 
-    For a BERT, the layers that work token by token (the Q/K/V and output projections, the feed-forward block,
-    about 98% of the arithmetic at MOSI's lengths) run on the real tokens only, packed into one (tokens, width)
-    matrix; only attention sees the padded (B, L) layout, with the padding masked out. The last layer computes
-    only what [CLS] needs: keys and values of every token, the rest for [CLS] alone. A padding token's attention
-    weight is exactly 0 either way, so this is BERT's own [CLS] state up to float round-off, at the cost of the
-    real tokens: about half of the padded ones on MOSI. Dropout draws its masks over the packed rows, equal in
-    distribution to BERT's own. Other encoders, and masks that do not start with a real [CLS] (left padding),
-    take the library's forward.
+    For a BERT, the layers that work token by token (the Q/K/V and output projections, the feed-forward block:
+    about 98% of the multiply-adds at MOSI's lengths, by count) run on the real tokens only, packed into one
+    (tokens, width) matrix; only attention sees the padded (B, L) layout, with the padding masked out. The last
+    layer computes only what [CLS] needs: keys and values of every token, the rest for [CLS] alone. A padding
+    token's attention weight is exactly 0 either way, so this is BERT's own [CLS] state up to float round-off, at
+    the cost of the real tokens only. Dropout draws its masks over the packed rows, equal in distribution to
+    BERT's own. Other encoders, and masks that do not start with a real [CLS] (left padding), take the library's
+    forward.
     """
     real = attention_mask.bool()
     if not isinstance(encoder, BertModel) or not bool(real[:, 0].all()):

@@ -20,8 +20,12 @@ CPU's instruction set can change is pinned:
   between numpy's AVX-512, AVX2 and libm paths; what follows is exactly rounded arithmetic and OpenCV's
   fixed-point warps;
 - the speech comes from the espeak-ng build pinned in requirements.lock (``speech.py``, integer output), and
-  the media are written by the FFmpeg/x264 in PyAV's wheel with single-threaded x264 and no timestamps; their
-  SIMD paths were measured to give the same packets (FFmpeg's CPU flags forced down to SSE4.2, x264's to AVX2).
+  the media are written by the FFmpeg/x264 in PyAV's wheel with single-threaded x264 and no timestamps, at a
+  constant quantiser (``X264_OPTIONS``). With CRF, x264's macroblock-tree rate control sums float costs in SIMD
+  code whose AVX-512 and AVX2 versions round differently: 8 of 300 clips came out other on a Zen 3 than on a
+  Zen 4. A constant quantiser turns off macroblock tree, adaptive quantisation and rate control, and the packets
+  were then the same with x264's instruction sets forced to AVX-512 (native on a Zen 4), AVX2, AVX and SSE4.2
+  (not SSE2: x264's SSSE3 intra search decides differently from its C code), and with FFmpeg's flags forced.
 """
 
 from __future__ import annotations
@@ -382,10 +386,15 @@ def face_frames(rig: FaceRig, vision: float, n_frames: int, fps: int, rng: np.ra
 # ---------------------------------------------------------------- clips and corpus
 
 
+# libx264's options: a constant quantiser (no float rate control, see the module docstring), one thread (the
+# bytes depend on the input only).
+X264_OPTIONS = {"qp": "20", "preset": "veryfast", "threads": "1"}
+
+
 def write_mp4(path: Path, frames: list[np.ndarray], audio: np.ndarray, fps: int) -> None:
-    """H.264 video + AAC audio; single-threaded x264 so the bytes depend on the input only. Atomic."""
+    """H.264 video (``X264_OPTIONS``) + AAC audio. Atomic."""
     with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as box:
-        video = box.add_stream("libx264", rate=fps, options={"crf": "20", "preset": "veryfast", "threads": "1"})
+        video = box.add_stream("libx264", rate=fps, options=X264_OPTIONS)
         video.width, video.height = frames[0].shape[1], frames[0].shape[0]
         video.pix_fmt = "yuv420p"
         sound = box.add_stream("aac", rate=SAMPLE_RATE, layout="mono")

@@ -12,12 +12,13 @@ import math
 import threading
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from features.cache import ShardCache, segments_hash
-from features.config import ExtractConfig, Modality, config_to_dict, stable_hash
+from features.config import ExtractConfig, Modality, TextConfig, config_to_dict, stable_hash
 from features.extractors import audio_identity, face_identity
 from features.extractors.audio import AudioExtractor
 from features.extractors.text import TextTokenizer
@@ -43,6 +44,20 @@ class SourceResult:
     status: SourceStatus
     clips: list[Clip] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+
+
+@dataclass
+class SourceSummary:
+    """What a parallel task hands back: small, so thousands of sources never hold their arrays in the caller."""
+
+    source: str
+    status: SourceStatus
+    clips: int
+    failures: list[Failure]
+
+    @classmethod
+    def of(cls, result: SourceResult) -> SourceSummary:
+        return cls(source=result.source, status=result.status, clips=len(result.clips), failures=result.failures)
 
 
 class Extractors:
@@ -72,7 +87,7 @@ class Extractors:
     @property
     def text(self) -> TextTokenizer:
         if self._text is None:
-            self._text = TextTokenizer(self.config.text)
+            self._text = shared_tokenizer(self.config.text)
         return self._text
 
     def provenance(self, modality: Modality) -> ModalityProvenance:
@@ -109,6 +124,13 @@ class Extractors:
 
 
 _local = threading.local()
+
+
+@cache
+def shared_tokenizer(config: TextConfig) -> TextTokenizer:
+    """One tokenizer per text config and process, for every thread: loading one and hashing its vocabulary take
+    about 0.2 s, and it holds no state between calls (the calls run under the GIL)."""
+    return TextTokenizer(config)
 
 
 def thread_extractors(config: ExtractConfig) -> Extractors:

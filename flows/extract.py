@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,9 +17,10 @@ from features.cache import ShardCache
 from features.config import ExtractConfig
 from features.datasets import load_dataset
 from features.errors import PipelineError
-from features.extract import SourceStatus, build_store, extract_source
+from features.extract import SourceStatus, SourceSummary, build_store, extract_source
 from features.files import atomic_open
 from features.types import DatasetError, DatasetSpec, Failure, SourceVideo
+from features.workers import ExtractionProcesses
 from flows.artifacts import publish_extraction
 from flows.params import RunConfig, TaskRunnerKind, load_params
 
@@ -32,21 +34,15 @@ class ExtractionFailed(PipelineError):
     """More clips failed than the configured fraction allows (the store and report are still written)."""
 
 
-@dataclass
-class SourceSummary:
-    """What a task hands back: small, so thousands of sources never hold their arrays in the flow."""
-
-    source: str
-    status: SourceStatus
-    clips: int
-    failures: list[Failure]
-
-
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="extract-{source.name}")
-def extract_video(source: SourceVideo, config: ExtractConfig, cache_dir: str) -> SourceSummary:
-    """Extract one source video into its shards (retried on unexpected errors; bad media is a failure)."""
-    result = extract_source(source, config, ShardCache(cache_dir))
-    return SourceSummary(source=result.source, status=result.status, clips=len(result.clips), failures=result.failures)
+def extract_video(
+    source: SourceVideo, config: ExtractConfig, cache_dir: str, processes: ExtractionProcesses | None = None
+) -> SourceSummary:
+    """Extract one source video into its shards, here or in a worker process (retried on unexpected errors and
+    lost workers; bad media is a failure)."""
+    if processes is not None:
+        return processes.extract(source, config, cache_dir)
+    return SourceSummary.of(extract_source(source, config, ShardCache(cache_dir)))
 
 
 def resolve_dataset(dataset: str) -> Path:
@@ -73,9 +69,10 @@ def open_dataset(dataset: str) -> DatasetSpec:
 
 def make_task_runner(run: RunConfig) -> TaskRunner[Any]:  # Any: what flow.with_options() takes
     """The runner that spreads source videos, from params.yaml's ``run`` section: ``threads`` (this process,
-    ``workers`` threads) or ``dask``: the Dask scheduler at ``dask_address``, whose workers may be on other
+    ``workers`` threads; ``processes`` too, whose threads hand the work to worker processes, see the flow's
+    ``processes``) or ``dask``: the Dask scheduler at ``dask_address``, whose workers may be on other
     machines, or else a local cluster of ``workers`` single-threaded processes."""
-    if run.task_runner == TaskRunnerKind.THREADS:
+    if run.task_runner in (TaskRunnerKind.THREADS, TaskRunnerKind.PROCESSES):
         return ThreadPoolTaskRunner(max_workers=run.workers)
     from prefect_dask.task_runners import DaskTaskRunner  # where prefect_dask's __init__ takes it from
 
@@ -107,8 +104,11 @@ def feature_extract(
     cache_dir: str | None = None,
     max_failure_fraction: float | None = None,
     progress: bool = False,
+    processes: int = 0,
 ) -> dict:
-    """Raw media of a dataset folder -> HDF5 feature store ``out`` (+ ``<out>.failures.csv``)."""
+    """Raw media of a dataset folder -> HDF5 feature store ``out`` (+ ``<out>.failures.csv``). With ``processes``
+    the tasks hand their sources to that many worker processes (``features.workers``), else they extract them
+    where they run."""
     logger = get_run_logger()
     params = load_params(params_file)
     config = params.extract_config(overrides)
@@ -127,16 +127,17 @@ def feature_extract(
     # Largest media first, so the longest video never starts last with the other workers idle; the store keeps
     # the label file's order (build_store below).
     by_size = sorted(spec.sources, key=_media_bytes, reverse=True)
-    futures = [extract_video.submit(source, config, cache_dir) for source in by_size]
     counts = {s: 0 for s in SourceStatus}
-    bar = _progress_bar(len(futures), progress)
-    for future in as_completed(futures):
-        summary = future.result(raise_on_failure=False)
-        status = summary.status if isinstance(summary, SourceSummary) else SourceStatus.FAILED
-        counts[status] += 1
-        bar.update(1)
-        bar.set_postfix({s.value: n for s, n in counts.items()})
-    bar.close()
+    with ExtractionProcesses(processes, config) if processes else nullcontext() as workers:
+        futures = [extract_video.submit(source, config, cache_dir, workers) for source in by_size]
+        bar = _progress_bar(len(futures), progress)
+        for future in as_completed(futures):
+            summary = future.result(raise_on_failure=False)
+            status = summary.status if isinstance(summary, SourceSummary) else SourceStatus.FAILED
+            counts[status] += 1
+            bar.update(1)
+            bar.set_postfix({s.value: n for s, n in counts.items()})
+        bar.close()
     logger.info(
         "sources: %d extracted, %d cached, %d failed",
         counts[SourceStatus.EXTRACTED],

@@ -26,6 +26,7 @@ SECTIONS = ("extract", "run", "demo", "train", "serve")  # and train_<name>: mor
 
 class TaskRunnerKind(StrEnum):
     THREADS = "threads"  # this process, ``workers`` threads
+    PROCESSES = "processes"  # ``workers`` threads, each handing its source to one of ``workers`` local processes
     DASK = "dask"  # prefect-dask: the scheduler at ``dask_address``, or a local cluster of ``workers`` processes
 
 

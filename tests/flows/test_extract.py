@@ -109,3 +109,13 @@ def test_cli_reports_bad_dataset_and_bad_override(tmp_path, capsys, prefect_serv
         == 1
     )
     assert "extract.face: unknown key(s) nonsense; allowed: backend, fps" in capsys.readouterr().err
+
+
+def test_cli_extract_in_worker_processes_writes_the_threads_store(mosi_dataset, tmp_path, capsys):
+    stores = {}
+    for runner in ("threads", "processes"):
+        stores[runner] = tmp_path / f"{runner}.h5"
+        args = ["extract", "--dataset", str(mosi_dataset), "--out", str(stores[runner]), "--set", "face.fps=2"]
+        assert main([*args, "--cache-dir", str(tmp_path / runner), "--task-runner", runner, "--workers", "2"]) == 0
+        assert json.loads(capsys.readouterr().out)["sources"] == {"extracted": 3, "cached": 0, "failed": 0}
+    assert stores["threads"].read_bytes() == stores["processes"].read_bytes()

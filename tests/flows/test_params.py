@@ -61,7 +61,7 @@ def test_extract_typos_name_the_key_and_the_allowed_values(tmp_path):
 
 def test_run_typos_name_the_key_and_the_allowed_values(tmp_path):
     message = refused(write_params(tmp_path, "run", "task_runner", "dusk"))
-    assert "run.task_runner: 'dusk' is not one of threads, dask" in message
+    assert "run.task_runner: 'dusk' is not one of threads, processes, dask" in message
     assert "run.workers: 'two' is not a whole number" in refused(write_params(tmp_path, "run", "workers", "two"))
 
 

@@ -54,3 +54,35 @@ def test_the_extract_command_loads_no_training_library():
     loaded = loaded_by(EXTRACT)
     assert not loaded & TRAINING
     assert {"prefect", "opensmile", "tokenizers"} <= loaded  # what it does use
+
+
+CONSOLE = """
+import atexit, sys
+import flows.cli as cli
+
+def main():
+    atexit.register(print, "drained")  # as Prefect registers its log and event drains during a flow run
+    print("result", end="")  # left in stdout's buffer
+    return 3
+
+cli.main = main if sys.argv[1:] == ["fake"] else cli.main
+sys.argv = ["selfmm", *sys.argv[1:]]
+cli.console()
+"""
+
+
+def test_the_console_script_skips_only_the_teardown(tmp_path):
+    """``console`` ends with os._exit after every exit handler: the status, piped output and handlers survive."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        env = {"PYTHONPATH": str(REPO)}
+        return subprocess.run(
+            [sys.executable, "-c", CONSOLE, *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+
+    fake = run("fake")
+    assert (fake.returncode, fake.stdout) == (3, "resultdrained\n")
+    missing = run("info", "missing.h5")
+    assert missing.returncode == 1 and "missing.h5" in missing.stderr
+    usage = run()
+    assert usage.returncode == 2 and usage.stdout.startswith("usage: selfmm")

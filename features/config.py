@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, cast
 
-import opensmile
-
 from features.errors import ConfigError
 
 
@@ -33,12 +31,39 @@ class Modality(str, Enum):
     TEXT = "text"
 
 
+class AudioFeatureSet(str, Enum):
+    """openSMILE's feature sets, named as ``opensmile.FeatureSet`` names them. Our own enum, so reading a config
+    imports no openSMILE (0.6 s, and training never runs it); tests/features/test_audio.py checks the two agree."""
+
+    ComParE_2016 = "ComParE_2016"
+    GeMAPS = "GeMAPS"
+    GeMAPSv01b = "GeMAPSv01b"
+    eGeMAPS = "eGeMAPS"
+    eGeMAPSv01b = "eGeMAPSv01b"
+    eGeMAPSv02 = "eGeMAPSv02"
+    emobase = "emobase"
+    IS09 = "IS09"
+    IS10 = "IS10"
+    IS11 = "IS11"
+    IS12 = "IS12"
+    IS13 = "IS13"
+
+
+class AudioFeatureLevel(str, Enum):
+    """openSMILE's feature levels, named as ``opensmile.FeatureLevel`` names them (see AudioFeatureSet)."""
+
+    LowLevelDescriptors = "LowLevelDescriptors"
+    LowLevelDescriptors_Deltas = "LowLevelDescriptors_Deltas"
+    Functionals = "Functionals"  # one row per clip
+
+
 @dataclass(frozen=True)
 class AudioConfig:
-    """openSMILE's own enums, spelled by member name in params.yaml and in the serialised config."""
+    """openSMILE's feature set and level, spelled by their openSMILE names in params.yaml and the serialised
+    config."""
 
-    feature_set: opensmile.FeatureSet = opensmile.FeatureSet.eGeMAPSv02  # any opensmile.FeatureSet
-    feature_level: opensmile.FeatureLevel = opensmile.FeatureLevel.LowLevelDescriptors  # or Functionals (one row)
+    feature_set: AudioFeatureSet = AudioFeatureSet.eGeMAPSv02
+    feature_level: AudioFeatureLevel = AudioFeatureLevel.LowLevelDescriptors
     sample_rate: int = 16000  # the signal handed to openSMILE: mono, this rate
 
 
@@ -91,14 +116,8 @@ class ExtractConfig:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config dataclass (our enums become their values, openSMILE's their names)."""
-    return json.loads(json.dumps(dataclasses.asdict(config), default=_json_value))
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, (opensmile.FeatureSet, opensmile.FeatureLevel)):
-        return value.name
-    return value.value
+    """A JSON-ready dict of a config dataclass (enums become their values)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=lambda member: member.value))
 
 
 def from_section(cls: type, data: dict[str, Any] | None, where: str, what: str = "key") -> Any:
@@ -135,8 +154,8 @@ def check_fields(
 
 
 def check_value(value: Any, hint: Any, where: str) -> Any:
-    """``value`` if it is of type ``hint`` (enums: the member its value, or for openSMILE's its name, spells;
-    dataclasses: built with ``from_section``), else a ConfigError naming ``where`` and what is allowed."""
+    """``value`` if it is of type ``hint`` (enums: the member its value spells; dataclasses: built with
+    ``from_section``), else a ConfigError naming ``where`` and what is allowed."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -168,10 +187,10 @@ def check_value(value: Any, hint: Any, where: str) -> Any:
 
 
 def enum_member(enum: type[Enum], value: Any, where: str) -> Enum:
-    """The member of ``enum`` that ``value`` spells: by value for our string enums, by name for openSMILE's."""
+    """The member of ``enum`` that ``value`` spells."""
     if isinstance(value, enum):
         return value
-    spelled = {m.value: m for m in enum} if issubclass(enum, str) else dict(enum.__members__)
+    spelled = {m.value: m for m in enum}
     if isinstance(value, str) and value in spelled:
         return spelled[value]
     raise ConfigError(f"{where}: {value!r} is not one of {', '.join(spelled)}")

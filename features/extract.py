@@ -299,7 +299,7 @@ def _assemble(
         media_sha256=sha,
         start=spec.start,
         end=spec.end,
-        audio_rate=extractors.audio.frame_rate,
+        audio_rate=AudioExtractor.frame_rate,  # a class attribute: a cached clip builds no openSMILE
         vision_fps=config.face.fps,
     )
 

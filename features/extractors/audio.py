@@ -5,8 +5,6 @@ from __future__ import annotations
 from importlib.metadata import version as package_version
 
 import numpy as np
-import opensmile
-from audobject.core import utils as audobject_utils
 
 from features.config import AudioConfig
 
@@ -21,10 +19,13 @@ MIN_SAMPLES = 1600  # 0.1 s: below this openSMILE's LLD windows yield no frame
 # environment, once per process and again in each thread that races it. opensmile's answer is known (a test
 # checks it against the scan), so the scan never runs for it; the features do not depend on the name.
 OPENSMILE_DISTRIBUTIONS = ["opensmile"]
-audobject_utils.PACKAGES_DISTRIBUTIONS = {
-    "opensmile": OPENSMILE_DISTRIBUTIONS,
-    **audobject_utils.PACKAGES_DISTRIBUTIONS,
-}
+
+
+def _known_distributions() -> None:
+    """What audobject would scan for, given (before the first Smile of the process)."""
+    from audobject.core import utils as audobject_utils
+
+    audobject_utils.PACKAGES_DISTRIBUTIONS.setdefault("opensmile", OPENSMILE_DISTRIBUTIONS)
 
 
 def identity() -> dict[str, str]:
@@ -36,12 +37,18 @@ class AudioExtractor:
     """openSMILE for one feature set and level; frames at a 10 ms hop for low-level descriptors."""
 
     name = "opensmile"
-    version = opensmile.__version__
+    version = package_version("opensmile")
     frame_rate = 100.0  # LLD frames per second (10 ms hop of the ComParE/GeMAPS configs)
 
     def __init__(self, config: AudioConfig):
-        self.config = config  # feature_set and feature_level are opensmile's enums, checked when params are read
-        self._smile = opensmile.Smile(feature_set=config.feature_set, feature_level=config.feature_level)
+        import opensmile  # here, not at the top: reading configs and cache keys needs none of it (0.6 s)
+
+        _known_distributions()
+        self.config = config
+        self._smile = opensmile.Smile(
+            feature_set=opensmile.FeatureSet[config.feature_set.value],
+            feature_level=opensmile.FeatureLevel[config.feature_level.value],
+        )
         self.feature_names: list[str] = list(self._smile.feature_names)
 
     def extract(self, signal: np.ndarray) -> np.ndarray:

@@ -32,3 +32,13 @@ def test_an_audio_extractor_is_built_without_scanning_the_installed_distribution
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert int(done.stdout) > 0
+
+
+def test_the_config_enums_name_opensmiles_feature_sets_and_levels():
+    """features.config spells openSMILE's enums without importing it; the audio extractor maps them by name."""
+    import opensmile
+
+    from features.config import AudioFeatureLevel, AudioFeatureSet
+
+    assert [m.value for m in AudioFeatureSet] == [m.name for m in opensmile.FeatureSet]
+    assert [m.value for m in AudioFeatureLevel] == [m.name for m in opensmile.FeatureLevel]

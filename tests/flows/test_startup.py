@@ -50,6 +50,23 @@ def test_help_loads_no_library():
     assert "flows.cli" in loaded
 
 
+CACHED = """
+from flows.params import load_params
+from features.config import Modality
+from features.extract import Extractors
+
+extractors = Extractors(load_params().extract_config())
+keys = [extractors.key(modality) for modality in (Modality.AUDIO, Modality.VISION)]
+"""
+
+
+def test_configs_and_shard_keys_load_no_extractor_library():
+    """What a fully cached extraction and the trainer read (params, configs, cache keys) needs no openSMILE,
+    MediaPipe or PyAV decoding library beyond its version."""
+    loaded = loaded_by(CACHED)
+    assert not loaded & (TRAINING | {"opensmile", "audobject", "pandas"})
+
+
 def test_the_extract_command_loads_no_training_library():
     loaded = loaded_by(EXTRACT)
     assert not loaded & TRAINING

@@ -79,11 +79,13 @@ def main() -> None:
         total = time.perf_counter() - t
     print(f"end to end: {media_seconds / total:7.1f} x real time ({total:.2f} s wall, {args.workers} threads)")
     with tempfile.TemporaryDirectory() as cache_dir, ThreadPoolExecutor(args.workers) as pool:
-        with ExtractionProcesses(args.workers, config) as workers:
-            warm = SourceVideo(media=CLIPS[0], clips=sources[0].clips)  # loads every process' models, off the clock
-            list(pool.map(lambda d: workers.extract(warm, config, d), [f"{cache_dir}/warm-{i}" for i in range(4)]))
+        with ExtractionProcesses(args.workers, config, cache_dir) as workers:
+            # every process loads its models off the clock: one (later re-extracted) source each, in turns
+            list(pool.map(workers.extract, sources[-args.workers :]))
+            for shard in Path(cache_dir).glob("[av]*/*/*.npz"):
+                shard.unlink()
             t = time.perf_counter()
-            list(pool.map(lambda s: workers.extract(s, config, cache_dir), sources))
+            list(pool.map(workers.extract, sources))
             total = time.perf_counter() - t
     print(f"end to end: {media_seconds / total:7.1f} x real time ({total:.2f} s wall, {args.workers} processes)")
     print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

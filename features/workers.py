@@ -26,27 +26,31 @@ class WorkerLost(PipelineError):
 
 
 class ExtractionProcesses:
-    """``processes`` spawned workers, each with its own extractors for ``config``; ``extract`` blocks its
-    calling thread until a worker has put the source's shards in the cache."""
+    """``processes`` spawned workers, each with its own extractors for ``config`` and the shard cache at
+    ``cache_dir``; ``extract`` blocks its calling thread until a worker has put the source's shards there."""
 
-    def __init__(self, processes: int, config: ExtractConfig):
+    def __init__(self, processes: int, config: ExtractConfig, cache_dir: str):
         self._processes = processes
         self._config = config
+        self._cache_dir = cache_dir
         self._lock = threading.Lock()
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(
-            self._processes, mp_context=get_context("spawn"), initializer=_load_extractors, initargs=(self._config,)
+            self._processes,
+            mp_context=get_context("spawn"),
+            initializer=_load_extractors,
+            initargs=(self._config, self._cache_dir),
         )
         for _ in range(self._processes):  # a pool spawns a process per task it cannot place: all of them, now
             pool.submit(_ready)
         return pool
 
-    def extract(self, source: SourceVideo, config: ExtractConfig, cache_dir: str) -> SourceSummary:
+    def extract(self, source: SourceVideo) -> SourceSummary:
         pool = self._pool
         try:
-            return pool.submit(_extract, source, config, cache_dir).result()
+            return pool.submit(_extract, source, self._config, self._cache_dir).result()
         except BrokenProcessPool:
             with self._lock:
                 if self._pool is pool:  # the first thread to see it starts the new pool
@@ -67,10 +71,12 @@ class ExtractionProcesses:
         self.close()
 
 
-def _load_extractors(config: ExtractConfig) -> None:
-    """A worker's initializer: its models, before the first source arrives."""
+def _load_extractors(config: ExtractConfig, cache_dir: str) -> None:
+    """A worker's initializer: its models, before the first source arrives, and their provenance records in the
+    cache while they are loaded here, so the merge in the caller never loads one."""
     extractors = thread_extractors(config)
     _ = extractors.face, extractors.audio, extractors.text
+    dataset_provenance(config, ShardCache(cache_dir), extractors)
 
 
 def _ready() -> None:
@@ -78,9 +84,4 @@ def _ready() -> None:
 
 
 def _extract(source: SourceVideo, config: ExtractConfig, cache_dir: str) -> SourceSummary:
-    """One source into its shards; the provenance records too, while the models are loaded here, so the merge
-    in the caller never loads one."""
-    cache = ShardCache(cache_dir)
-    result = extract_source(source, config, cache)
-    dataset_provenance(config, cache, thread_extractors(config))
-    return SourceSummary.of(result)
+    return SourceSummary.of(extract_source(source, config, ShardCache(cache_dir)))

@@ -6,7 +6,7 @@ import csv
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -20,9 +20,11 @@ from features.errors import PipelineError
 from features.extract import SourceStatus, SourceSummary, build_store, extract_source
 from features.files import atomic_open
 from features.types import DatasetError, DatasetSpec, Failure, SourceVideo
-from features.workers import ExtractionProcesses
 from flows.artifacts import publish_extraction
 from flows.params import RunConfig, TaskRunnerKind, load_params
+
+if TYPE_CHECKING:  # the flow imports it when processes are asked for
+    from features.workers import ExtractionProcesses
 
 WHERE_DATA_COMES_FROM = (
     "the README's 'Real datasets' section lists the accepted layouts and where each dataset "
@@ -41,7 +43,7 @@ def extract_video(
     """Extract one source video into its shards, here or in a worker process (retried on unexpected errors and
     lost workers; bad media is a failure)."""
     if processes is not None:
-        return processes.extract(source, config, cache_dir)
+        return processes.extract(source)
     return SourceSummary.of(extract_source(source, config, ShardCache(cache_dir)))
 
 
@@ -128,7 +130,7 @@ def feature_extract(
     # the label file's order (build_store below).
     by_size = sorted(spec.sources, key=_media_bytes, reverse=True)
     counts = {s: 0 for s in SourceStatus}
-    with ExtractionProcesses(processes, config) if processes else nullcontext() as workers:
+    with _worker_processes(processes, config, cache_dir) as workers:
         futures = [extract_video.submit(source, config, cache_dir, workers) for source in by_size]
         bar = _progress_bar(len(futures), progress)
         for future in as_completed(futures):
@@ -168,6 +170,15 @@ def feature_extract(
             f"the store holds the rest, see {report}"
         )
     return summary
+
+
+def _worker_processes(processes: int, config: ExtractConfig, cache_dir: str) -> ExtractionProcesses | nullcontext[None]:
+    """``processes`` extraction processes for the flow's tasks, or none (imported only when asked for)."""
+    if not processes:
+        return nullcontext()
+    from features.workers import ExtractionProcesses
+
+    return ExtractionProcesses(processes, config, cache_dir)
 
 
 def _media_bytes(source: SourceVideo) -> int:

@@ -25,7 +25,8 @@ def _known_distributions() -> None:
     """What audobject would scan for, given (before the first Smile of the process)."""
     from audobject.core import utils as audobject_utils
 
-    audobject_utils.PACKAGES_DISTRIBUTIONS.setdefault("opensmile", OPENSMILE_DISTRIBUTIONS)
+    known = audobject_utils.PACKAGES_DISTRIBUTIONS  # typed a Mapping: replaced, not updated
+    audobject_utils.PACKAGES_DISTRIBUTIONS = {"opensmile": OPENSMILE_DISTRIBUTIONS, **known}
 
 
 def identity() -> dict[str, str]:

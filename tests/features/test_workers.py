@@ -37,8 +37,8 @@ def shards(cache: ShardCache, source, config: ExtractConfig) -> dict[str, np.nda
 def test_worker_processes_write_the_shards_a_thread_writes(mosi_dataset, tmp_path):
     sources = load_dataset(mosi_dataset).sources
     here, there = ShardCache(tmp_path / "here"), tmp_path / "there"
-    with ExtractionProcesses(2, CONFIG) as workers:
-        summaries = [workers.extract(s, CONFIG, str(there)) for s in sources]
+    with ExtractionProcesses(2, CONFIG, str(there)) as workers:
+        summaries = [workers.extract(s) for s in sources]
     assert [s.status for s in summaries] == [SourceStatus.EXTRACTED] * len(sources)
     assert [s.clips for s in summaries] == [len(s.clips) for s in sources]
     for source in sources:
@@ -54,11 +54,11 @@ def test_worker_processes_write_the_shards_a_thread_writes(mosi_dataset, tmp_pat
 
 def test_a_dead_worker_fails_its_source_and_a_fresh_pool_takes_the_next(mosi_dataset, tmp_path):
     first, second = load_dataset(mosi_dataset).sources[:2]
-    with ExtractionProcesses(1, CONFIG) as workers:
+    with ExtractionProcesses(1, CONFIG, str(tmp_path / "cache")) as workers:
         (pid,) = worker_pids()
         os.kill(pid, signal.SIGKILL)  # the pool may notice before or after the next submit: either way
         with pytest.raises(WorkerLost, match=str(first.media)):
-            workers.extract(first, CONFIG, str(tmp_path / "cache"))
-        assert workers.extract(second, CONFIG, str(tmp_path / "cache")).status is SourceStatus.EXTRACTED
+            workers.extract(first)
+        assert workers.extract(second).status is SourceStatus.EXTRACTED
         assert pid not in worker_pids() and len(worker_pids()) == 1
     assert worker_pids() == []

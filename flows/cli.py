@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from features import portable_math
 from features.errors import ConfigError, PipelineError
 from flows.settings import apply_defaults, filter_native_stderr
 
@@ -68,6 +69,7 @@ def console() -> None:
             sys.stderr.flush()
             os._exit(status[0])
 
+    portable_math.reexec()  # features the same bytes under any C library (a restart, before anything is loaded)
     atexit.register(exit_now)  # registered first, so it runs after every other exit handler
     status.append(main())
     sys.exit(status[0])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from features import portable_math
 from tests.support.data import MOSI_CLIPS, MOSI_MEDIA, SHARED, add_clip, free_port, write_label_csv
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,6 +18,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 SHARED_FIXTURES = {"mosi_dataset", "real_models"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The session runs with the portable float maths, as ``selfmm`` does: a restart of the same command, with
+    pytest's output capture handed back first so the new process writes to the terminal."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    portable_math.reexec(before=capture.stop_global_capturing if capture else None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from features import portable_math
 from features.config import FaceBackend, FaceConfig
 from features.extractors import audio
 from features.extractors.face import FaceExtractor
@@ -22,17 +23,22 @@ def make_face_extractor(config: FaceConfig) -> FaceExtractor:
     return MediapipeFaceExtractor(config)
 
 
+def platform_identity() -> dict[str, str]:
+    """What audio and vision share: the decoder and the float maths the native libraries compute with."""
+    return {**decoder_identity(), "float_maths": portable_math.identity()}
+
+
 def audio_identity() -> dict[str, str]:
-    """The decoder and openSMILE: with the audio config, everything the audio features depend on."""
-    return {**decoder_identity(), **audio.identity()}
+    """The decoder, the float maths and openSMILE: with the audio config, everything the audio features depend on."""
+    return {**platform_identity(), **audio.identity()}
 
 
 def face_identity(config: FaceConfig) -> dict[str, str]:
-    """The decoder and the face backend (code, libraries, model files), without loading the backend."""
+    """The decoder, the float maths and the face backend (code, libraries, model files), without loading it."""
     if FaceBackend(config.backend) is FaceBackend.PYFEAT:
         from features.extractors import face_pyfeat
 
-        return {**decoder_identity(), **face_pyfeat.identity(config)}
+        return {**platform_identity(), **face_pyfeat.identity(config)}
     from features.extractors import face_mediapipe
 
-    return {**decoder_identity(), **face_mediapipe.identity()}
+    return {**platform_identity(), **face_mediapipe.identity()}

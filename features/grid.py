@@ -11,5 +11,5 @@ GRID = 2.0**-20
 
 
 def settle(x: np.ndarray | float) -> np.ndarray:
-    """``x`` rounded to the nearest multiple of ``GRID`` (float64; the scaling by a power of two is exact)."""
-    return np.round(np.asarray(x, np.float64) / GRID) * GRID
+    """``x`` rounded to the nearest multiple of ``GRID``, in its own float type (scaling by a power of two is exact)."""
+    return np.round(np.asarray(x) / GRID) * GRID

@@ -23,8 +23,8 @@ SHARED_FIXTURES = {"mosi_dataset", "real_models"}
 def pytest_configure(config: pytest.Config) -> None:
     """The session runs with the portable float maths, as ``selfmm`` does: a restart of the same command, with
     pytest's output capture handed back first so the new process writes to the terminal."""
-    capture = config.pluginmanager.getplugin("capturemanager")
-    portable_math.reexec(before=capture.stop_global_capturing if capture else None)
+    capture = config.pluginmanager.getplugin("capturemanager")  # pytest's own plugin, typed as any plugin
+    portable_math.reexec(before=getattr(capture, "stop_global_capturing", None))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

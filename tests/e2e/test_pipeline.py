@@ -113,3 +113,16 @@ def test_the_dvc_stages_write_where_the_flows_read():
     extract, train, evaluate = dvc_stages("demo")
     assert str(paths.features) in outs[extract] and outs[train] == {str(paths.model)}
     assert any(out.startswith(str(paths.metrics.parent)) for out in outs[evaluate])
+
+
+def test_every_stage_in_dvc_lock_is_a_stage_of_dvc_yaml():
+    """A stage renamed or removed in dvc.yaml leaves its entry in dvc.lock until someone drops it."""
+    import yaml
+    from dvc.repo import Repo
+
+    from tests.support.data import REPO
+
+    with Repo(str(REPO)) as repo:
+        stages = {stage.addressing for stage in repo.index.stages}
+    locked = set(yaml.safe_load((REPO / "dvc.lock").read_text())["stages"])
+    assert locked <= stages, f"dvc.lock holds stages dvc.yaml does not define: {sorted(locked - stages)}"

@@ -16,7 +16,7 @@ CPU's instruction set can change is pinned:
   fractions: a float dot product goes through numpy's OpenBLAS, whose kernel depends on the CPU (Zen 5 is not
   known to the pinned OpenBLAS and gets its fallback kernels, Zen 4 Cooperlake's), and rounded ties either way;
 - the faces' crops and landmarks are a committed table (``faces.py``), not MediaPipe's output at render time;
-- the Gaussians and head motion are rounded to a 2**-20 grid after ``exp``/``sin``, whose last bit differs
+- the Gaussians and head motion are rounded to ``features.grid`` after ``exp``/``sin``, whose last bit differs
   between numpy's AVX-512, AVX2 and libm paths; what follows is exactly rounded arithmetic and OpenCV's
   fixed-point warps;
 - the speech comes from the espeak-ng build pinned in requirements.lock (``speech.py``, integer output), and
@@ -53,6 +53,7 @@ from features.datasets.demo.phrases import sentence
 from features.datasets.demo.speech import SAMPLE_RATE, Prosody, prosody_for, speak
 from features.errors import ConfigError, PipelineError
 from features.files import atomic_open, atomic_path
+from features.grid import settle
 from features.types import SPLITS, check_id
 
 LABEL_COLUMNS = ("video_id", "clip_id", "text", "label", "label_T", "label_A", "label_V", "annotation", "mode")
@@ -68,7 +69,6 @@ EYE_CORNERS = (33, 263)  # outer corners: the face-size unit
 BROWS = ((70, 63, 105, 66, 107), (300, 293, 334, 296, 336))
 INNER_BROWS = (107, 336)
 RIG_POINTS = tuple(sorted({*MOUTH_CORNERS, *EYE_CORNERS, *(k for brow in BROWS for k in brow)}))
-GRID = 2.0**-20  # what exp and sin results are rounded to: far coarser than their last-bit differences
 
 
 class DemoCorpusError(PipelineError):
@@ -295,19 +295,14 @@ class FaceRig:
     negative: np.ndarray
 
 
-def _settle(x: np.ndarray) -> np.ndarray:
-    """``x`` rounded to the ``GRID``: exp and sin differ in the last bit between numpy's SIMD paths and libm."""
-    return np.round(x / GRID) * GRID
-
-
 def _bumps(shape: tuple[int, int], points: list[tuple[np.ndarray, tuple[float, float]]], sigma: float) -> np.ndarray:
     """A smooth displacement field: each (centre, shift) moves the pixels around its centre, fading as a Gaussian
     (separable, so only 1-D exps are rounded; the rest is exactly rounded float64 arithmetic)."""
     field = np.zeros(shape + (2,), np.float64)
     rows, cols = np.arange(shape[0], dtype=np.float64), np.arange(shape[1], dtype=np.float64)
     for centre, shift in points:
-        across = _settle(np.exp(-((cols - centre[0]) ** 2) / (2 * sigma**2)))
-        down = _settle(np.exp(-((rows - centre[1]) ** 2) / (2 * sigma**2)))
+        across = settle(np.exp(-((cols - centre[0]) ** 2) / (2 * sigma**2)))
+        down = settle(np.exp(-((rows - centre[1]) ** 2) / (2 * sigma**2)))
         field += (down[:, None] * across[None, :])[..., None] * np.asarray(shift, np.float64)
     return field.astype(np.float32)
 
@@ -368,12 +363,12 @@ def face_frames(rig: FaceRig, vision: float, n_frames: int, fps: int, rng: np.ra
         return amplitude * rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * hertz * t + phase)
 
     angle, dx, dy, zoom = (
-        _settle(x) for x in (wobble(3.0), wobble(0.015 * size), wobble(0.015 * size), 1 + wobble(0.02))
+        settle(x) for x in (wobble(3.0), wobble(0.015 * size), wobble(0.015 * size), 1 + wobble(0.02))
     )
-    strength = _settle(vision * (1 - 0.5 * np.exp(-t / 0.3)))
+    strength = settle(vision * (1 - 0.5 * np.exp(-t / 0.3)))
     frames = []
     for i in range(n_frames):
-        motion = _settle(cv2.getRotationMatrix2D((size / 2, size / 2), angle[i], zoom[i]))  # libm's cos, sin
+        motion = settle(cv2.getRotationMatrix2D((size / 2, size / 2), angle[i], zoom[i]))  # libm's cos, sin
         motion[:, 2] += (dx[i], dy[i])
         frames.append(
             cv2.warpAffine(

@@ -14,9 +14,7 @@ from pathlib import Path
 
 from features import portable_math
 from features.errors import ConfigError, PipelineError
-from flows.settings import apply_defaults, filter_native_stderr
-
-NATIVE_MODELS = ("extract", "predict", "demo-corpus", "retrain")  # commands that load MediaPipe and LiteRT
+from flows.settings import apply_defaults
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     apply_defaults(verbose=args.verbose)
-    if argv is None and not args.verbose and args.command in NATIVE_MODELS:  # called from Python: stderr is theirs
-        filter_native_stderr()
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

@@ -18,10 +18,11 @@ EPOCH = re.compile(r"seed 1111 epoch (\d+): train loss \d+\.\d{4}, valid L1 \d+\
 def test_quiet_by_default_verbose_on_request_and_one_line_per_epoch(tmp_path, mosi_dataset):
     root = project(tmp_path / "project")
     extract = [str(BIN / "selfmm"), "extract", "--dataset", str(mosi_dataset), "--out", "features.h5"]
-    quiet = sh(extract, root).stderr
-    assert not [c for c in CHATTER if c in quiet], quiet
-    verbose = sh([str(BIN / "selfmm"), "--verbose", *extract[1:], "--cache-dir", "other-cache"], root).stderr
-    assert [c for c in CHATTER if c in verbose], verbose
+    # The face models run on LiteRT's built-in kernels, outside MediaPipe's graph: neither an XNNPACK note nor
+    # absl's log records, with or without --verbose.
+    for flags in ([], ["--verbose"]):
+        stderr = sh([str(BIN / "selfmm"), *flags, *extract[1:], "--cache-dir", f"cache{len(flags)}"], root).stderr
+        assert "Finished in state Completed()" in stderr and not [c for c in CHATTER if c in stderr], stderr
 
     train = [str(BIN / "selfmm"), "train", "--features", "features.h5", "--out", "model"]
     done = sh([*train, "--set", "max_epochs=2", "--set", "early_stop=5"], root)

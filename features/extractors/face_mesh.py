@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from features.extractors.face import FaceModelMissing
 from features.files import file_sha256
 from features.grid import settle
 
@@ -44,10 +46,12 @@ MESH_POINTS = 468
 
 
 def model_path(name: str) -> Path:
-    """A model file inside the installed ``mediapipe`` wheel."""
-    import mediapipe
-
-    return Path(mediapipe.__file__).parent / "modules" / name
+    """A model file inside the installed ``mediapipe`` wheel (found without importing mediapipe, which loads
+    matplotlib among others: cache keys are computed from these files' digests)."""
+    spec = find_spec("mediapipe")
+    if spec is None or spec.origin is None:
+        raise FaceModelMissing(f"mediapipe is not installed: its wheel ships the face model {name}")
+    return Path(spec.origin).parent / "modules" / name
 
 
 def model_digests() -> dict[str, str]:

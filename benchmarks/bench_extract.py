@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from features import portable_math
 from features.cache import ShardCache
 from features.config import ExtractConfig, FaceConfig
 from features.extract import Extractors, extract_source, thread_extractors
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    portable_math.reexec()  # as `selfmm extract` runs
     config = ExtractConfig(face=FaceConfig(fps=args.fps))
     extractors = Extractors(config)
     _ = extractors.face, extractors.audio, extractors.text  # load models outside the timings

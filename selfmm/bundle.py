@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PretrainedConfig
 
+from features import portable_math
 from features.errors import PipelineError
 from features.files import atomic_path, atomic_write_text
 from features.store import FeatureStore
@@ -114,10 +115,15 @@ class Bundle:
         return out
 
     def _refuse(self, what: str, differences: list[str], fallback: str = "") -> None:
+        remedy = "re-extract with the bundle's provenance, or retrain"
+        if any(".identity.float_maths:" in difference for difference in differences):
+            remedy = (
+                f"extract through `selfmm`, which preloads the portable float maths ({portable_math.library_path()}), "
+                "or start Python with LD_PRELOAD naming it; or retrain"
+            )
         raise BundleError(
             f"{what} was made otherwise than the features the model in {self.path} was trained on "
-            f"({'; '.join(differences) or fallback}): re-extract with the bundle's provenance, "
-            "or retrain"
+            f"({'; '.join(differences) or fallback}): {remedy}"
         )
 
 

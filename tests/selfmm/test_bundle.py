@@ -97,6 +97,18 @@ def test_features_made_by_other_code_or_libraries_are_refused_naming_what_differ
     assert "vision.identity.code: trained None, given '2'" in message
     assert "audio.config.x: trained None, given 1" in message
     assert "text." not in message  # what is the same is not named
+    assert "LD_PRELOAD" not in message
+
+
+def test_features_made_without_the_portable_maths_are_refused_saying_how_to_get_it(trained, tmp_path):
+    store_path, result = trained
+    with FeatureStore(store_path) as store:
+        clips, provenance = list(store.clips()), store.provenance
+    identity = {**provenance["audio"].identity, "float_maths": "glibc 2.36"}
+    provenance["audio"] = dataclasses.replace(provenance["audio"], identity=identity)
+    other = write_store(tmp_path / "other.h5", clips, provenance, feature_config_hash="f00d")
+    with pytest.raises(BundleError, match=r"audio.identity.float_maths: .*given 'glibc 2.36'.*`selfmm`.*LD_PRELOAD"):
+        evaluate(result.out_dir, other)
 
 
 def test_bad_bundle_requests_are_clear(trained, tmp_path):

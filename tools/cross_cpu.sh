@@ -29,11 +29,13 @@ export LD_PRELOAD=$LIBRARY
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir "$WORK/media" && ln -s "$CLIP" "$WORK/media/"
-"$PY" -m tools.feature_digests "$WORK/media" >"$WORK/here.json" 2>/dev/null
+failed() { echo "cross_cpu: extraction failed $1; its last lines:" >&2; tail -20 "$WORK/log" >&2; exit 1; }
+"$PY" -m tools.feature_digests "$WORK/media" >"$WORK/here.json" 2>"$WORK/log" || failed "on this CPU"
 status=0
 for cpu in "${@:-EPYC-v1 Haswell-v4}"; do
   for model in $cpu; do
-    qemu-x86_64 -cpu "$model" "$PY" -m tools.feature_digests "$WORK/media" >"$WORK/$model.json" 2>/dev/null
+    qemu-x86_64 -cpu "$model" "$PY" -m tools.feature_digests "$WORK/media" >"$WORK/$model.json" 2>"$WORK/log" ||
+      failed "on the emulated $model"
     echo -n "cross_cpu: $model emulated against this CPU: "
     "$PY" -m tools.feature_digests --compare "$WORK/here.json" "$WORK/$model.json" || status=1
   done

@@ -38,7 +38,7 @@ cleanup() {
   if grep -q " $ROOT" /proc/mounts; then
     echo "cross_debian: $ROOT still has mounts; not deleted" >&2
   else
-    rm -rf --one-file-system "$ROOT" "$ROOT.here.json" "$ROOT.there.json"
+    rm -rf --one-file-system "$ROOT" "$ROOT.here.json" "$ROOT.there.json" "$ROOT.log"
   fi
 }
 trap cleanup EXIT
@@ -52,8 +52,9 @@ for dir in /proc /dev /sys /tmp "$REPO" "$PREFIX" "$SHARED"; do
   mount --rbind "$dir" "$ROOT$dir"
 done
 
-here=$ROOT.here.json there=$ROOT.there.json
-"$PY" -m tools.feature_digests >"$here" 2>/dev/null
-chroot "$ROOT" /bin/sh -c "cd '$REPO' && '$PY' -m tools.feature_digests" >"$there" 2>/dev/null
+here=$ROOT.here.json there=$ROOT.there.json log=$ROOT.log
+failed() { echo "cross_debian: extraction failed $1; its last lines:" >&2; tail -20 "$log" >&2; exit 1; }
+"$PY" -m tools.feature_digests >"$here" 2>"$log" || failed here
+chroot "$ROOT" /bin/sh -c "cd '$REPO' && '$PY' -m tools.feature_digests" >"$there" 2>"$log" || failed "in the chroot"
 echo "cross_debian: $(ldd --version | head -1) here, $OTHER in the chroot"
 "$PY" -m tools.feature_digests --compare "$here" "$there"

@@ -72,8 +72,12 @@ class FaceConfig:
     backend: FaceBackend = FaceBackend.MEDIAPIPE
     fps: float = 10.0  # frames sampled per second of video
     max_side: int = 640  # frames are downscaled so their longer side is at most this
-    min_detection_confidence: float = 0.5  # mediapipe face detection threshold
+    min_detection_confidence: float = 0.5  # face detection threshold, a probability
     pyfeat_weights_dir: str | None = None  # folder in hub-cache layout; None: py-feat's own cache
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_detection_confidence < 1:  # the detector compares its logit with the threshold's
+            raise ConfigError(f"min_detection_confidence: {self.min_detection_confidence!r} is not between 0 and 1")
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,12 @@ def test_run_typos_name_the_key_and_the_allowed_values(tmp_path):
     assert "run.workers: 'two' is not a whole number" in refused(write_params(tmp_path, "run", "workers", "two"))
 
 
+def test_a_detection_threshold_that_is_no_probability_is_refused(tmp_path):
+    for value in (0.0, 1.0, 1.5):
+        message = refused(write_params(tmp_path, "extract", "face.min_detection_confidence", value))
+        assert f"extract.face: min_detection_confidence: {value!r} is not between 0 and 1" in message
+
+
 def test_demo_typos_name_the_key_and_the_allowed_keys(tmp_path):
     message = refused(write_params(tmp_path, "demo", "clip", 30))
     assert "demo: unknown key(s) clip; allowed: clips, seed" in message

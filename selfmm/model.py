@@ -1,4 +1,4 @@
-"""The Self-MM network: everything its forward pass needs (spec section 1).
+"""The Self-MM network: everything its forward pass needs (Yu et al., AAAI 2021; MMSA's ``SELF_MM`` model).
 
     text  -> BERT, final-layer [CLS]                      -> t (width of the BERT)
     audio -> 1-layer LSTM, state at the true length -> dropout -> linear -> a (audio_out)

@@ -1,4 +1,4 @@
-"""The published Self-MM numbers (spec section 7) as data, and a table that puts ours beside them.
+"""The published Self-MM numbers (the AAAI 2021 paper, MMSA's results) as data, and a table putting ours beside them.
 
 Values are fractions under the keys of ``selfmm.metrics`` (0.8344, not 83.44; MAE 0.7080, not 70.80), so they
 compare directly with what ``compute_metrics`` returns. Two sources per dataset:

@@ -1,5 +1,6 @@
 """Training Self-MM on a feature store: one run per seed, early stopping on validation L1, test of the best
-checkpoint, a model bundle, and the files the pipeline reports from (spec sections 3 and 4).
+checkpoint, a model bundle, and the files the pipeline reports from (the paper's training procedure, as MMSA's
+``SELF_MM`` trainer runs it).
 
 Output folder (also the bundle, see bundle.py)::
 

@@ -1,4 +1,4 @@
-"""ULGM, the unimodal label generation module (spec section 2): no parameters, only bookkeeping.
+"""ULGM, the unimodal label generation module (Yu et al., AAAI 2021, "ULGM"): no parameters, only bookkeeping.
 
 For each task s in M (fusion), T, A, V it keeps one feature row per training clip (the clip's latest F_s)
 and one label per clip. The M labels are the human labels and never change. The T/A/V labels start as the

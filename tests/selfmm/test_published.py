@@ -1,4 +1,4 @@
-"""The published Self-MM numbers: keyed like our metrics, the values of spec section 7, printed beside ours."""
+"""The published Self-MM numbers: keyed like our metrics, the paper's and MMSA's values, printed beside ours."""
 
 import numpy as np
 import pytest

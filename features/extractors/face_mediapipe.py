@@ -32,7 +32,7 @@ import numpy as np
 
 from features.config import FaceConfig
 from features.extractors.face import EMOTIONS, POSE_NAMES, FaceModelMissing, check_frames, empty_result
-from features.extractors.face_mesh import FaceMesh, Region, crop_region, model_digests, portable_interpreter
+from features.extractors.face_mesh import FaceMesh, Region, crop_region, model_digests, portable_interpreter, turn
 from features.files import file_sha256
 from features.grid import settle
 
@@ -315,7 +315,7 @@ def upright_face(frame: np.ndarray, points: np.ndarray) -> np.ndarray:
     area averaging (warpAffine itself would alias when shrinking)."""
     eyes = points[EYE_OUTER_L, :2] - points[EYE_OUTER_R, :2]
     angle = float(settle(math.atan2(eyes[1], eyes[0])))
-    cos, sin = float(settle(math.cos(angle))), float(settle(math.sin(angle)))
+    cos, sin = turn(angle)
     x, y = points[:, 0], points[:, 1]
     along, across = x * cos + y * sin, y * cos - x * sin  # the landmarks in the levelled frame's axes
     u, v = (along.min() + along.max()) / 2, (across.min() + across.max()) / 2

@@ -164,6 +164,11 @@ class FaceMesh:
         return np.stack([frame_x, frame_y, local[:, 2] * (region.side / MESH_SIZE)], axis=1)
 
 
+def turn(angle: float) -> tuple[float, float]:
+    """cos and sin of ``angle`` (libm's double functions, the same on every CPU), rounded to the grid."""
+    return float(settle(math.cos(angle))), float(settle(math.sin(angle)))
+
+
 def crop_region(frame: np.ndarray, region: Region, size: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """The ``size`` x ``size`` image of ``region`` (bilinear, edges repeated), and the affine map (matrix,
     origin) from crop coordinates to frame pixels, with OpenCV's convention that pixel centres are integers.
@@ -171,7 +176,7 @@ def crop_region(frame: np.ndarray, region: Region, size: int) -> tuple[np.ndarra
     The map is rounded to the grid before OpenCV sees it: warpAffine turns it into fixed-point steps, and a
     last-bit difference there could move a whole row of samples."""
     step = region.side / size
-    cos, sin = float(settle(math.cos(region.angle))), float(settle(math.sin(region.angle)))
+    cos, sin = turn(region.angle)
     matrix = settle(np.array([[cos * step, -sin * step], [sin * step, cos * step]]))
     half = size / 2 - 0.5  # the crop's centre in its own pixel coordinates
     origin = settle(

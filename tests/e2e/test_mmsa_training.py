@@ -1,4 +1,4 @@
-"""The path for MMSA's released features (docs/datasets.md), offline: a pickle tokenised for bert-base-uncased is imported
+"""MMSA's released features (docs/datasets.md), offline: a pickle tokenised for bert-base-uncased is imported
 and trained with the MiniLM, which shares bert-base-uncased's vocabulary (tokenizers are compared by vocabulary)."""
 
 from __future__ import annotations

@@ -33,10 +33,11 @@ def main(argv: list[str] | None = None) -> int:
             return args.handler(args) or 0
         from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+        from flows.local_server import local_api
         from flows.params import load_params
-        from flows.server import local_api
 
-        url = local_api(load_params(getattr(args, "params", None)).serve.port)
+        serve = load_params(getattr(args, "params", None)).serve
+        url = local_api(serve.port, serve.idle_stop_s)
         # No flow-run heartbeats: they only feed automations (this project defines none), and stopping their
         # thread waits out its 1 s sleep, twice per command. The served deployments keep them.
         with (
@@ -260,7 +261,7 @@ def _extract(args: argparse.Namespace) -> int:
 
     flow = feature_extract.with_options(task_runner=make_task_runner(run))
     summary = flow(
-        dataset=args.dataset,
+        data=args.dataset,
         out=str(args.out),
         overrides=overrides,
         params_file=args.params,
@@ -435,7 +436,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _server(args: argparse.Namespace) -> int:
-    from flows.server import stop_local_server
+    from flows.local_server import stop_local_server
 
     home = Path(os.environ["PREFECT_HOME"])  # apply_defaults sets it
     print(f"selfmm server: {'stopped' if stop_local_server(home) else 'none running'} ({home})")

@@ -1,12 +1,15 @@
 """The deployments ``selfmm serve`` registers, named ``<flow>/<dataset>``, with parameters and schedules taken from
 params.yaml's ``serve`` section:
 
-    feature-extract/<d>   data/<d>/ -> build/<d>/features.h5, through the shard cache (only new clips cost work)
+    feature-extract/<d>   data/<d>/ (or --param data=DIR) -> build/<d>/features.h5, through the shard cache (only
+                          new clips cost work)
     train/<d>             build/<d>/features.h5 -> build/<d>/model
     retrain/<d>           changed annotations -> the DVC stages of <d> -> promote if better; on a cron schedule
     predict/<d>           the champion's predictions for data/<d>/incoming/ -> models/<d>/predictions.csv + artifact
 
-The task runner of feature-extract (params ``run``) is fixed when serving starts, like the rest of a deployment.
+Every dataset of ``serve.datasets`` gets all four, its data there or not: a run without it fails at once and says
+where to put it. The task runner of feature-extract (params ``run``) is fixed when serving starts, like the rest of a
+deployment.
 """
 
 from __future__ import annotations
@@ -75,8 +78,8 @@ def build_deployments(datasets: list[ServedDataset], run: RunConfig) -> list[Run
         deployments += [
             extract.to_deployment(
                 dataset.name,
-                parameters={"dataset": dataset.name, "out": str(paths.features)},
-                description=f"data/{dataset.name}/ -> {paths.features}",
+                parameters={"data": str(paths.data), "out": str(paths.features), "dataset": dataset.name},
+                description=f"{paths.data}/ (or --param data=DIR) -> {paths.features}",
             ),
             train_flow.to_deployment(
                 dataset.name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -22,14 +23,16 @@ from features.files import atomic_open
 from features.types import DatasetError, DatasetSpec, Failure, SourceVideo
 from flows.artifacts import publish_extraction
 from flows.params import RunConfig, TaskRunnerKind, load_params
+from flows.settings import in_project
 
 if TYPE_CHECKING:  # the flow imports it when processes are asked for
     from features.workers import ExtractionProcesses
 
-WHERE_DATA_COMES_FROM = (
-    "docs/datasets.md ('Real datasets') lists the accepted layouts and where each dataset "
-    "comes from (MMSA's download links, the CMU-MultimodalSDK releases)"
+LAYOUTS = (
+    "a layout `selfmm extract` reads: MMSA's (label.csv and Raw/<video_id>/<clip_id>.mp4) or a CMU release's "
+    "(the whole videos with OpinionLevelSentiment.csv, CMU_MOSEI_Labels.csd or CMU_MOSEI_Labels_csd_dump.csv)"
 )
+WHERE_DATA_COMES_FROM = "docs/datasets.md ('Real datasets') says where each dataset comes from"
 
 
 class ExtractionFailed(PipelineError):
@@ -47,24 +50,30 @@ def extract_video(
     return SourceSummary.of(extract_source(source, config, ShardCache(cache_dir)))
 
 
-def resolve_dataset(dataset: str) -> Path:
-    """A dataset folder, or a name under ``data/`` (``demo``, ``mosi``, ...)."""
-    path = Path(dataset)
-    if path.is_dir():
-        return path
-    named = Path("data") / dataset
-    if named.is_dir():
-        return named
-    raise DatasetError(
-        f"dataset {dataset!r} not found: expected a folder, or data/{dataset}/ holding label.csv and "
-        f"Raw/<video_id>/<clip_id>.mp4 (the MMSA layout)"
-    )
+def dataset_folder(data: str) -> Path:
+    """The folder ``data`` names: a path (a relative one taken from the project), or a dataset name under
+    data/ (``demo``, ``mosei``). DatasetError, naming the folder, if it is missing or cannot be read."""
+    given = Path(data)
+    if len(given.parts) == 1 and not in_project(given).exists():
+        given = Path("data") / data
+    path = in_project(given)
+    if not path.is_dir():
+        raise DatasetError(
+            f"{given}/: {'not a folder' if path.exists() else 'no such folder'} ({path}). Put the dataset there "
+            f"in {LAYOUTS}; or point at the folder it is in: `selfmm extract --dataset DIR`, "
+            f"`prefect deployment run feature-extract/<d> --param data=DIR`. {WHERE_DATA_COMES_FROM}"
+        )
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise DatasetError(f"{given}/: the folder cannot be read ({path}): permission denied")
+    return path
 
 
-def open_dataset(dataset: str) -> DatasetSpec:
-    """The dataset's clips, or an error that says what the folder must hold and where to get the data."""
+def open_dataset(data: str, name: str | None = None) -> DatasetSpec:
+    """The dataset's clips (``name``: the dataset, which decides the label range; default the folder's name), or
+    an error that says what the folder must hold and where to get the data."""
+    folder = dataset_folder(data)
     try:
-        return load_dataset(resolve_dataset(dataset))
+        return load_dataset(folder, name)
     except DatasetError as err:
         raise DatasetError(f"{err}; {WHERE_DATA_COMES_FROM}") from None
 
@@ -99,8 +108,9 @@ def failure_report_path(out: Path) -> Path:
 # prefect's flow() wants TaskRunner[PrefectFuture[Any]], an invariant parameter no concrete runner matches
 @flow(name="feature-extract", task_runner=cast(TaskRunner[Any], ThreadPoolTaskRunner(max_workers=2)))
 def feature_extract(
-    dataset: str,
+    data: str,
     out: str,
+    dataset: str | None = None,
     overrides: dict | None = None,
     params_file: str | None = None,
     cache_dir: str | None = None,
@@ -108,15 +118,16 @@ def feature_extract(
     progress: bool = False,
     processes: int = 0,
 ) -> dict:
-    """Raw media of a dataset folder -> HDF5 feature store ``out`` (+ ``<out>.failures.csv``). With ``processes``
-    the tasks hand their sources to that many worker processes (``features.workers``), else they extract them
-    where they run."""
+    """Raw media of the dataset in folder ``data`` (or data/<data>) -> HDF5 feature store ``out`` (+
+    ``<out>.failures.csv``); ``dataset`` names it in the store (default: the folder's name). Relative paths are
+    taken from the project. With ``processes`` the tasks hand their sources to that many worker processes
+    (``features.workers``), else they extract them where they run. Nothing is written before the dataset is read."""
     logger = get_run_logger()
-    params = load_params(params_file)
+    params = load_params(in_project(params_file) if params_file else None)
     config = params.extract_config(overrides)
-    cache_dir = cache_dir or params.run.cache_dir
+    cache_dir = str(in_project(cache_dir or params.run.cache_dir))
     limit = max_failure_fraction if max_failure_fraction is not None else params.run.max_failure_fraction
-    spec = open_dataset(dataset)
+    spec = open_dataset(data, dataset)
     total = len(spec.clips) + len(spec.rejected)
     logger.info(
         "%s: %d clips in %d source files, %d rejected by the label file",
@@ -147,7 +158,7 @@ def feature_extract(
         counts[SourceStatus.FAILED],
     )
 
-    out_path = Path(out)
+    out_path = in_project(out)
     failures = build_store(out_path, spec, config, ShardCache(cache_dir))
     report = failure_report_path(out_path)
     write_failure_report(report, failures)

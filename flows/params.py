@@ -1,4 +1,5 @@
-"""params.yaml: the one file every result depends on. Sections: extract, run, demo, train (and train_<name>), serve.
+"""params.yaml: the one file every result depends on. Sections: extract, run, demo, train (and train_<name>),
+build, serve.
 
 Every section is checked in full when the file is read, before any work starts: an unknown section or key, or a
 value of the wrong type, is a ConfigError naming ``section.key`` and what is allowed. Each default lives in one
@@ -15,13 +16,14 @@ from typing import Any
 
 import yaml
 
-from features.config import ExtractConfig, check_fields, from_section
+from features.config import ExtractConfig, check_fields, check_value, from_section
 from features.errors import ConfigError
 from features.types import DatasetError, check_id
+from flows.settings import in_project
 from selfmm.config import TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
-SECTIONS = ("extract", "run", "demo", "train", "serve")  # and train_<name>: more training sections
+SECTIONS = ("extract", "run", "demo", "train", "build", "serve")  # and train_<name>: more training sections
 
 
 class TaskRunnerKind(StrEnum):
@@ -65,10 +67,10 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class ServedDatasetConfig:
-    """One entry of ``serve.datasets``: data/<name>/ -> build/<name>/, through dvc.yaml's stages
-    extract@<name>, train@<name> and evaluate@<name>, which DVC generates from this list."""
+    """One entry of ``serve.datasets``: the deployments ``<flow>/<name>`` (data/<name>/ -> build/<name>/), registered
+    whether or not the data is there yet (a run without it fails at once, saying where to put it)."""
 
-    train_section: str  # the params section train@<name> and train/<name> train with (dvc.yaml reads it too)
+    train_section: str  # the params section train/<name> trains with (and train@<name> when it is built)
     retrain_cron: str | None = None  # retrain/<name>'s schedule; None: on demand only
 
 
@@ -97,6 +99,9 @@ class ServeConfig:
     the model service."""
 
     port: int = 4200  # of the server on 127.0.0.1
+    idle_stop_s: float | None = 180.0  # the local server flow commands start stops this long after the last one
+    # ended (commands run by `dvc repro` keep it until dvc ends, then it stops); None: it runs until
+    # `selfmm server stop`
     timezone: str = "UTC"  # of the cron schedules
     keep_releases: int = 5  # releases kept besides the champion when a retrain promotes (rollback targets)
     datasets: dict[str, ServedDatasetConfig] = field(default_factory=dict)
@@ -105,11 +110,8 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.keep_releases < 1:
             raise ConfigError("keep_releases must be at least 1 (the release a rollback returns to)")
-        for name in self.datasets:
-            try:
-                check_id(str(name), "dataset name")
-            except DatasetError as err:
-                raise ConfigError(f"datasets.{name}: {err}") from None
+        if self.idle_stop_s is not None and self.idle_stop_s < 0:
+            raise ConfigError(f"idle_stop_s must be 0 or more seconds (or null: never), not {self.idle_stop_s}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class Params:
     demo: DemoConfig = field(default_factory=DemoConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     train: dict[str, dict[str, Any]] = field(default_factory=dict)  # train, train_mosi, ...
+    build: dict[str, str] = field(default_factory=lambda: {"demo": "train"})  # dataset -> its training section
 
     def extract_config(self, overrides: dict | None = None) -> ExtractConfig:
         return ExtractConfig.from_dict(deep_update(self.extract, overrides))
@@ -132,11 +135,13 @@ class Params:
 
 
 def load_params(path: str | Path | None = None) -> Params:
-    """The params file, checked; a missing default file means all defaults, a missing named file is an error."""
-    path = Path(path) if path else DEFAULT_PARAMS
+    """The params file (default: the project's params.yaml), checked; a missing default file means all defaults,
+    a missing named file is an error."""
+    if not path:
+        default = in_project(DEFAULT_PARAMS)
+        return load_params(default) if default.is_file() else Params()
+    path = Path(path)
     if not path.is_file():
-        if path == DEFAULT_PARAMS:
-            return Params()
         raise ConfigError(f"{path}: no such params file")
     try:
         with open(path) as f:
@@ -161,13 +166,38 @@ def parse_params(data: dict[str, Any]) -> Params:
     train = {str(name): section or {} for name, section in data.items() if str(name).startswith("train")}
     for name, section in train.items():
         TrainConfig.from_dict(section, name)
+    build = check_value(data["build"], dict[str, str], "build") if "build" in data else Params().build
+    serve = from_section(ServeConfig, data.get("serve"), "serve")
+    check_datasets(build, serve, set(train) | {"train"})
     return Params(
         extract=extract,
         run=from_section(RunConfig, data.get("run"), "run"),
         demo=from_section(DemoConfig, data.get("demo"), "demo"),
-        serve=from_section(ServeConfig, data.get("serve"), "serve"),
+        serve=serve,
         train=train,
+        build=build,
     )
+
+
+def check_datasets(build: dict[str, str], serve: ServeConfig, sections: set[str]) -> None:
+    """Dataset names usable as folder names, training sections that exist, and a dataset that is built and
+    served training with the same section in both (DVC's train@<d> and the deployment train/<d>)."""
+    named = [(f"build.{d}", d, section) for d, section in build.items()]
+    named += [(f"serve.datasets.{d}.train_section", d, entry.train_section) for d, entry in serve.datasets.items()]
+    for where, dataset, section in named:
+        try:
+            check_id(str(dataset), "dataset name")
+        except DatasetError as err:
+            raise ConfigError(f"{where}: {err}") from None
+        if section not in sections:
+            raise ConfigError(f"{where}: no training section {section!r} in params ({', '.join(sorted(sections))})")
+    for dataset, section in build.items():
+        served = serve.datasets.get(dataset)
+        if served is not None and served.train_section != section:
+            raise ConfigError(
+                f"build.{dataset} trains with {section!r} but serve.datasets.{dataset}.train_section is "
+                f"{served.train_section!r}: name the same section in both"
+            )
 
 
 def deep_update(base: dict, overrides: dict | None) -> dict:
@@ -191,7 +221,3 @@ def parse_overrides(items: list[str]) -> dict:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(raw)
     return out
-
-
-def extract_config(params: Params, overrides: dict | None = None) -> ExtractConfig:
-    return params.extract_config(overrides)

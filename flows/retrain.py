@@ -93,6 +93,10 @@ class DatasetPaths:
         check_id(self.dataset, "dataset name")
 
     @property
+    def data(self) -> Path:
+        return Path("data") / self.dataset
+
+    @property
     def features(self) -> Path:
         return Path("build") / self.dataset / "features.h5"
 
@@ -140,6 +144,13 @@ def retrain(dataset: str, stages: list[str] | None = None, force: bool = False) 
     paths = DatasetPaths(dataset)
     spec = open_dataset(dataset)  # fails fast, naming the expected layout and where the data comes from
     params = load_params()
+    if dataset not in params.build and stages == dvc_stages(dataset):
+        section = params.serve.datasets[dataset].train_section if dataset in params.serve.datasets else "train"
+        raise RetrainError(
+            f"retrain/{dataset} rebuilds through the DVC stages {', '.join(stages)}, which dvc.yaml has for "
+            f"the datasets params.yaml `build` lists ({', '.join(params.build) or 'none'}): add "
+            f"`{dataset}: {section}` there"
+        )
     with exclusive(paths.lock, f"retrain of {dataset}"):
         data_hash = annotations_hash(spec, ShardCache(params.run.cache_dir).media_hashes)
         if not force and data_hash == last_trained_hash(paths.history):
@@ -166,7 +177,7 @@ def retrain(dataset: str, stages: list[str] | None = None, force: bool = False) 
 def challenge(paths: DatasetPaths, stages: list[str]) -> dict:
     """Extract, rebuild through DVC, score challenger and champion, decide: the body of the history record."""
     extract = feature_extract.with_options(task_runner=make_task_runner(load_params().run))
-    summary = extract(dataset=paths.dataset, out=str(paths.features))
+    summary = extract(data=str(paths.data), out=str(paths.features), dataset=paths.dataset)
     dvc_repro(stages)
     challenger = {
         "valid": valid_metrics(paths.model, paths.features),

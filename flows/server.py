@@ -1,5 +1,5 @@
-"""The Prefect server of local commands: the configured one, one already answering on loopback, or one started
-here, either for one command (``selfmm serve``) or left running for the commands after it (``local_api``).
+"""A Prefect server on loopback: the configured one, one already answering, or ``prefect server start`` as a child
+(``selfmm serve``'s, for as long as it runs; flows/local_server.py's, shared by flow commands).
 
 Light on imports: flow commands call it before anything heavy loads.
 """
@@ -18,14 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from features.errors import PipelineError
 
 LOOPBACK = "127.0.0.1"
 STARTUP_TIMEOUT = 120.0  # seconds for a new server to answer (about 11 s on a new database here)
 GRACE = 10.0  # seconds a process gets between SIGTERM and SIGKILL
-LOCAL_SERVER_PID = "selfmm-server.pid"  # in PREFECT_HOME: the server local_api left running
 
 
 class ServeError(PipelineError):
@@ -39,9 +36,8 @@ class PrefectAPI:
 
 
 @contextmanager
-def prefect_api(port: int, keep: bool = False) -> Iterator[PrefectAPI]:
-    """Connect to the configured or already running server, or start one: stopped again on exit, or with
-    ``keep`` left running for later commands."""
+def prefect_api(port: int) -> Iterator[PrefectAPI]:
+    """Connect to the configured or already running server, or start one, stopped again on exit."""
     from prefect.settings import PREFECT_API_URL
 
     configured = PREFECT_API_URL.value()
@@ -57,62 +53,23 @@ def prefect_api(port: int, keep: bool = False) -> Iterator[PrefectAPI]:
     if healthy(url):
         yield PrefectAPI(url, None)
         return
-    if _port_taken(port):
+    if port_taken(port):
         raise ServeError(
             f"{LOOPBACK}:{port} is taken by something that is not a Prefect server; "
             f"choose another port (selfmm serve --port, or params serve.port)"
         )
     home = Path(os.environ.get("PREFECT_HOME") or ".prefect")
-    if keep:
-        _start_detached(home, port)
-        yield PrefectAPI(url, None)
-        return
     with prefect_server(home, port) as server:
         yield PrefectAPI(url, server)
-
-
-def local_api(port: int) -> str:
-    """The Prefect API a local flow command reports to, without a server start per command: the configured
-    ``PREFECT_API_URL`` (it must answer), else the server answering on 127.0.0.1:port (``selfmm serve``'s, or
-    the one an earlier command left), else one started now and left running for the next commands, detached,
-    with its state and log in PREFECT_HOME (``selfmm server stop`` ends it)."""
-    with prefect_api(port, keep=True) as api:
-        return api.url
-
-
-def stop_local_server(home: Path) -> bool:
-    """Stop the server ``local_api`` left running with state in ``home``; False if none was running."""
-    pid_file = home / LOCAL_SERVER_PID
-    try:
-        pid = int(pid_file.read_text())
-    except (OSError, ValueError):
-        return False
-    pid_file.unlink()
-    try:
-        process = psutil.Process(pid)
-        os.killpg(pid, signal.SIGTERM)
-    except (psutil.NoSuchProcess, ProcessLookupError):
-        return False
-    try:
-        process.wait(GRACE)
-    except psutil.TimeoutExpired:
-        os.killpg(pid, signal.SIGKILL)
-    return True
-
-
-def _start_detached(home: Path, port: int) -> None:
-    server = _start_server(home, port)
-    (home / LOCAL_SERVER_PID).write_text(str(server.pid))
-    _wait_healthy(f"http://{LOOPBACK}:{port}/api", server, STARTUP_TIMEOUT, home / "server.log")
 
 
 @contextmanager
 def prefect_server(home: Path, port: int, timeout: float = STARTUP_TIMEOUT) -> Iterator[subprocess.Popen]:
     """``prefect server start`` on 127.0.0.1:port with ``home`` as PREFECT_HOME, in its own process group, which
     is stopped, all of it, on exit. Its log is ``home/server.log``."""
-    server = _start_server(home, port)
+    server = start_server(home, port)
     try:
-        _wait_healthy(f"http://{LOOPBACK}:{port}/api", server, timeout, home / "server.log")
+        wait_healthy(f"http://{LOOPBACK}:{port}/api", server, timeout, home / "server.log")
         yield server
     finally:
         from prefect.logging.handlers import APILogWorker
@@ -121,8 +78,9 @@ def prefect_server(home: Path, port: int, timeout: float = STARTUP_TIMEOUT) -> I
         stop_group(server)
 
 
-def _start_server(home: Path, port: int) -> subprocess.Popen:
-    """``prefect server start`` on 127.0.0.1:port, state in ``home``, leading a process group of its own."""
+def start_server(home: Path, port: int, new_session: bool = True) -> subprocess.Popen:
+    """``prefect server start`` on 127.0.0.1:port, state and log in ``home``, leading a process group of its own
+    (or, without ``new_session``, in its parent's)."""
     home.mkdir(parents=True, exist_ok=True)
     url = f"http://{LOOPBACK}:{port}/api"
     env = {
@@ -143,11 +101,11 @@ def _start_server(home: Path, port: int) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            start_new_session=True,
+            start_new_session=new_session,
         )
 
 
-def _wait_healthy(url: str, server: subprocess.Popen, timeout: float, log_path: Path) -> None:
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float, log_path: Path) -> None:
     deadline = time.monotonic() + timeout
     while not healthy(url):
         if server.poll() is not None:
@@ -171,7 +129,7 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _port_taken(port: int) -> bool:
+def port_taken(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex((LOOPBACK, port)) == 0
 

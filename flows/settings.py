@@ -6,11 +6,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+PROJECT = "SELFMM_PROJECT"  # the project folder (params.yaml, data/, build/): the command's, inherited by flow runs
+
 
 def apply_defaults(project: Path | None = None, verbose: bool = False) -> None:
-    """Prefect state under the project (``.prefect/``), no analytics, no model-hub access; without ``verbose``
-    no transformers progress bars or advisory warnings, and MediaPipe and LiteRT at their quietest."""
-    project = project or Path.cwd()
+    """The project (the working directory of a command) and Prefect state under it (``.prefect/``), no
+    analytics, no model-hub access; without ``verbose`` no transformers progress bars or advisory warnings, and
+    MediaPipe and LiteRT at their quietest."""
+    project = (project or Path.cwd()).resolve()
+    os.environ[PROJECT] = str(project)  # the served deployments' flow runs are started with it
     os.environ.setdefault("PREFECT_HOME", str(project / ".prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -25,3 +29,9 @@ def apply_defaults(project: Path | None = None, verbose: bool = False) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bars too
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def in_project(path: str | Path) -> Path:
+    """A path as a user gives it to a command or a deployment: a relative one is taken from the project folder,
+    wherever the process that runs the flow was started (an absolute one stays as it is)."""
+    return Path(os.environ.get(PROJECT) or Path.cwd()) / path

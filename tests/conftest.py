@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from features import portable_math
+from flows.settings import PROJECT
 from tests.support.data import MOSI_CLIPS, MOSI_MEDIA, SHARED, add_clip, free_port, write_label_csv
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,12 +70,19 @@ def prefect_server(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
+def project_of_the_working_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's project is its working directory, as for a command (``selfmm`` sets SELFMM_PROJECT to it),
+    whatever an earlier in-process ``main()`` left in the environment."""
+    monkeypatch.setenv(PROJECT, "")
+
+
+@pytest.fixture(autouse=True)
 def stop_local_servers(request: pytest.FixtureRequest) -> Iterator[None]:
     """Flow commands in a test's projects leave their shared local Prefect server running: stop it with the test."""
     tmp_path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
     yield
     if tmp_path is not None:
-        from flows.server import stop_local_server
+        from flows.local_server import stop_local_server
 
         for pid_file in tmp_path.glob("**/.prefect/selfmm-server.pid"):
             stop_local_server(pid_file.parent)

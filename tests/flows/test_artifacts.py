@@ -48,7 +48,7 @@ def test_extraction_publishes_its_summary_and_failures(tmp_path, monkeypatch, pr
     monkeypatch.chdir(tmp_path)
     dataset = broken_dataset(tmp_path / "My_Set")
     out = tmp_path / "features.h5"
-    feature_extract(dataset=str(dataset), out=str(out), cache_dir=str(tmp_path / "cache"), max_failure_fraction=1.0)
+    feature_extract(data=str(dataset), out=str(out), cache_dir=str(tmp_path / "cache"), max_failure_fraction=1.0)
     [summary] = published("my-set-extract-summary")
     assert summary.type == "markdown"
     assert "| clips in the store | 0 |" in str(summary.data) and "| clips failed | 2 |" in str(summary.data)

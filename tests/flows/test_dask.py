@@ -28,7 +28,7 @@ FIELDS = ("audio", "vision", "face_mask", "input_ids", "attention_mask", "label"
 def extract(dataset, out, cache_dir, run: dict) -> State:
     flow = feature_extract.with_options(task_runner=make_task_runner(RunConfig(**run)))
     return flow(
-        dataset=str(dataset),
+        data=str(dataset),
         out=str(out),
         cache_dir=str(cache_dir),
         overrides={"face": {"fps": 2.0}},

@@ -7,8 +7,10 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from features.store import FeatureStore
+from features.types import DatasetError
 from flows.cli import main
 from flows.extract import ExtractionFailed, feature_extract
+from flows.settings import PROJECT
 from tests.support.data import add_clip
 
 
@@ -30,7 +32,7 @@ def test_flow_writes_store_and_failure_report_under_the_threshold(mosi_dataset, 
     add_broken_clip(mosi_dataset, tmp_path)
     out = tmp_path / "out" / "mosi.h5"
     summary = feature_extract(
-        dataset=str(mosi_dataset),
+        data=str(mosi_dataset),
         out=str(out),
         cache_dir=str(tmp_path / "cache"),
         overrides={"face": {"fps": 2.0}},
@@ -44,7 +46,7 @@ def test_flow_writes_store_and_failure_report_under_the_threshold(mosi_dataset, 
     assert [(r["video"], r["stage"]) for r in rows] == [("broken", "decode")]
 
     again = feature_extract(
-        dataset=str(mosi_dataset),
+        data=str(mosi_dataset),
         out=str(out),
         cache_dir=str(tmp_path / "cache"),
         overrides={"face": {"fps": 2.0}},
@@ -58,7 +60,7 @@ def test_flow_fails_over_the_threshold_but_keeps_the_work(mosi_dataset, tmp_path
     out = tmp_path / "mosi.h5"
     with pytest.raises(ExtractionFailed, match=r"1 of 4 clips failed \(25% > 10% allowed\)"):
         feature_extract(
-            dataset=str(mosi_dataset),
+            data=str(mosi_dataset),
             out=str(out),
             cache_dir=str(tmp_path / "cache"),
             overrides={"face": {"fps": 2.0}},
@@ -100,7 +102,7 @@ def test_cli_extract_then_info(mosi_dataset, tmp_path, capsys):
 
 def test_cli_reports_bad_dataset_and_bad_override(tmp_path, capsys, prefect_server):
     assert main(["extract", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.h5")]) == 1
-    assert "not found" in capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere'}/: no such folder" in capsys.readouterr().err
     (tmp_path / "ds").mkdir()
     assert (
         main(
@@ -119,3 +121,42 @@ def test_cli_extract_in_worker_processes_writes_the_threads_store(mosi_dataset, 
         assert main([*args, "--cache-dir", str(tmp_path / runner), "--task-runner", runner, "--workers", "2"]) == 0
         assert json.loads(capsys.readouterr().out)["sources"] == {"extracted": 3, "cached": 0, "failed": 0}
     assert stores["threads"].read_bytes() == stores["processes"].read_bytes()
+
+
+def test_a_dataset_that_is_not_there_fails_at_once_saying_where_to_put_it_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetError) as err:
+        feature_extract(data="mosei", out="build/mosei/features.h5", dataset="mosei")
+    message = str(err.value)
+    assert message.startswith(f"data/mosei/: no such folder ({tmp_path / 'data/mosei'})")
+    assert "label.csv" in message and "CMU_MOSEI_Labels.csd" in message and "--param data=DIR" in message
+    assert "docs/datasets.md ('Real datasets')" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no build/, no shard cache
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mosei").write_text("not a folder")
+    with pytest.raises(DatasetError, match=r"^data/mosei/: not a folder"):
+        feature_extract(data="data/mosei", out="build/mosei/features.h5")
+
+
+def test_data_kept_elsewhere_is_named_by_the_deployment_and_relative_paths_are_the_projects(
+    mosi_dataset, tmp_path, monkeypatch
+):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    shared = mosi_dataset.rename(tmp_path / "CMU-MOSI")  # a folder whose name is not the dataset's
+    monkeypatch.setenv(PROJECT, str(project))
+    monkeypatch.chdir(elsewhere)  # where a worker might start a flow run
+    summary = feature_extract(
+        data=str(shared), out="build/mosi/features.h5", dataset="mosi", overrides={"face": {"fps": 2.0}}
+    )
+    assert summary["clips"] == 3
+    with FeatureStore(project / "build/mosi/features.h5") as store:
+        assert store.dataset == "mosi"
+    assert (project / ".cache/shards").is_dir() and list(elsewhere.iterdir()) == []
+
+    (project / "data").mkdir()
+    shared.rename(project / "data" / "mosi")
+    again = feature_extract(data="mosi", out="build/mosi/again.h5", overrides={"face": {"fps": 2.0}})
+    assert again["sources"]["cached"] == 3 and (project / "build/mosi/again.h5").is_file()

@@ -11,10 +11,14 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from features import portable_math
 from features.errors import ConfigError, PipelineError
 from flows.settings import apply_defaults
+
+if TYPE_CHECKING:  # loaded by the commands that need it
+    from flows.params import Params, RunConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         _prepare_numerics(args)
         if not _runs_flow(args):
             return args.handler(args) or 0
+        _check_inputs(args)
         from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
         from flows.local_server import local_api
@@ -84,6 +89,18 @@ def _environ(name: str, value: str) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = previous
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """What a flow command reads, checked before a server starts for it: a typo costs no server start."""
+    if args.command == "extract":
+        from flows.extract import dataset_folder
+        from flows.params import load_params, parse_overrides
+
+        params = load_params(args.params)
+        params.extract_config(parse_overrides(args.overrides))
+        _run_config(params, args)
+        dataset_folder(args.dataset)
 
 
 def _runs_flow(args: argparse.Namespace) -> bool:
@@ -251,11 +268,9 @@ def _parser() -> argparse.ArgumentParser:
 def _extract(args: argparse.Namespace) -> int:
     from flows.params import TaskRunnerKind, load_params, parse_overrides
 
-    params = load_params(args.params)  # every setting checked before Prefect, media or models are touched
+    params = load_params(args.params)  # checked in full by _check_inputs
     overrides = parse_overrides(args.overrides)
-    params.extract_config(overrides)
-    given = {"workers": args.workers, "task_runner": args.task_runner, "dask_address": args.dask_address}
-    run = params.run.updated({k: v for k, v in given.items() if v is not None})
+    run = _run_config(params, args)
 
     from flows.extract import feature_extract, make_task_runner
 
@@ -271,6 +286,12 @@ def _extract(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _run_config(params: Params, args: argparse.Namespace) -> RunConfig:
+    """params ``run`` with the command line's options in place of its settings."""
+    given = {"workers": args.workers, "task_runner": args.task_runner, "dask_address": args.dask_address}
+    return params.run.updated({k: v for k, v in given.items() if v is not None})
 
 
 def _demo_corpus(args: argparse.Namespace) -> int:

@@ -2,11 +2,15 @@
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from features.store import FeatureStore
 from tests.support.projects import make_project, run
+from tests.support.serving import processes_in
 
 
 def changed_stages(root: Path, code: str, old: str, new: str) -> set[str]:
@@ -32,6 +36,11 @@ def test_dvc_repro_from_scratch_twice_gives_identical_metrics_and_survives_bad_i
     out = run(["dvc", "repro"], first)
     for stage in ("demo_corpus", "extract@demo", "train@demo", "evaluate@demo"):
         assert f"Running stage '{stage}'" in out
+    assert out.count("selfmm: started a local Prefect server") == 1  # one, shared by the stages, and said
+    deadline = time.monotonic() + 15
+    while processes_in(first) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes_in(first) == [], "dvc repro left processes behind"  # the server stopped with dvc
     result = metrics(first)
     assert result["clips"] >= 3 and set(result["seeds"]) == {"1111"}
     assert set(result["unimodal_recovery"]) == {"T", "A", "V"}
@@ -113,6 +122,30 @@ def test_the_dvc_stages_write_where_the_flows_read():
     extract, train, evaluate = dvc_stages("demo")
     assert str(paths.features) in outs[extract] and outs[train] == {str(paths.model)}
     assert any(out.startswith(str(paths.metrics.parent)) for out in outs[evaluate])
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_builds_the_demo_only_and_a_dataset_added_to_build_gets_its_stages(tmp_path, mosi_dataset):
+    """No real data on a fresh clone: dvc.yaml's stages are the demo's. A dataset added to params ``build`` once
+    its data is in data/<d>/ gets extract@<d>, train@<d>, evaluate@<d>, which run on that data."""
+    root = make_project(tmp_path / "project")
+
+    def stages() -> set[str]:
+        return set(run(["dvc", "stage", "list", "--name-only"], root, stdout_only=True).split())
+
+    assert stages() == {"demo_corpus", "extract@demo", "train@demo", "evaluate@demo"}
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["build"]["mosi"] = "train_mosi"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "data").mkdir(exist_ok=True)
+    mosi_dataset.rename(root / "data" / "mosi")
+    assert stages() == {
+        "demo_corpus",
+        *(f"{s}@{d}" for s in ("extract", "train", "evaluate") for d in ("demo", "mosi")),
+    }
+    run(["dvc", "repro", "--single-item", "extract@mosi"], root)
+    with FeatureStore(root / "build/mosi/features.h5") as store:
+        assert store.dataset == "mosi" and len(store) == 3
 
 
 def test_every_stage_in_dvc_lock_is_a_stage_of_dvc_yaml():

@@ -1,36 +1,83 @@
-"""Flow commands share one local Prefect server: the first starts it (state in the project's .prefect/), the next
-ones report to the same server, the `prefect` CLI sees their runs, and `selfmm server stop` ends it."""
+"""Flow commands share one local Prefect server: the first starts it (state in the project's .prefect/) and says so,
+the next ones report to the same server, the `prefect` CLI sees their runs, and it stops by itself once no command
+needs it: params serve.idle_stop_s after a command, as soon as a `dvc repro` ends, or at `selfmm server stop`."""
 
 import json
 import socket
+import time
 
 import psutil
 import pytest
 
 from tests.support.data import free_port
 from tests.support.projects import BIN, project, sh
+from tests.support.serving import processes_in
+
+STARTED = "selfmm: started a local Prefect server, UI and API at http://127.0.0.1:{port}"
+
+
+def extract(dataset, out: str) -> list[str]:
+    return [str(BIN / "selfmm"), "extract", "--dataset", str(dataset), "--out", out, "--set", "face.fps=2"]
+
+
+def gone(root, port: int, within: float) -> bool:
+    """Whether every process of the project, the server among them, is gone within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while processes_in(root) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    return processes_in(root) == []
 
 
 @pytest.mark.slow
 def test_flow_commands_share_one_local_server_until_it_is_stopped(tmp_path, mosi_dataset):
     port = free_port()
-    root = project(tmp_path / "project", serve={"port": port})
-    extract = [str(BIN / "selfmm"), "extract", "--dataset", str(mosi_dataset), "--out", "features.h5"]
-    first = json.loads(sh(extract, root).stdout)
+    root = project(tmp_path / "project", serve={"port": port, "idle_stop_s": None})
+    first = sh(extract(mosi_dataset, "features.h5"), root)
+    assert STARTED.format(port=port) in first.stderr and "it stops with `selfmm server stop`" in first.stderr
     pid = int((root / ".prefect/selfmm-server.pid").read_text())
-    second = json.loads(sh(extract, root).stdout)
-    assert first["sources"]["extracted"] == 3 and second["sources"]["cached"] == 3
+    second = sh(extract(mosi_dataset, "features.h5"), root)
+    assert json.loads(first.stdout)["sources"]["extracted"] == 3 and json.loads(second.stdout)["sources"]["cached"] == 3
     assert int((root / ".prefect/selfmm-server.pid").read_text()) == pid and psutil.pid_exists(pid)
-    assert "Stopping temporary server" not in sh(extract, root).stderr  # nor a temporary one per command
+    assert "started a local Prefect server" not in second.stderr  # the first one's, reused
+    assert "Stopping temporary server" not in second.stderr  # nor a temporary one per command
 
     api = f"http://127.0.0.1:{port}/api"
     runs = json.loads(
         sh(["prefect", "flow-run", "ls", "--flow-name", "feature-extract", "-o", "json"], root, api).stdout
     )
-    assert [run["state_type"] for run in runs] == ["COMPLETED"] * 3, runs
+    assert [run["state_type"] for run in runs] == ["COMPLETED"] * 2, runs
 
     assert "stopped" in sh([str(BIN / "selfmm"), "server", "stop"], root).stdout
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    assert gone(root, port, within=5)
     assert "none running" in sh([str(BIN / "selfmm"), "server", "stop"], root).stdout
+
+
+@pytest.mark.slow
+def test_the_local_server_stops_by_itself_once_idle_and_the_next_command_starts_another(tmp_path, mosi_dataset):
+    port = free_port()
+    root = project(tmp_path / "project", serve={"port": port, "idle_stop_s": 3})
+    assert "it stops 3 s after the last command" in sh(extract(mosi_dataset, "a.h5"), root).stderr
+    assert gone(root, port, within=20)
+    assert "no command has used the server" in (root / ".prefect/server.log").read_text()
+    again = sh(extract(mosi_dataset, "b.h5"), root)
+    assert STARTED.format(port=port) in again.stderr and json.loads(again.stdout)["sources"]["cached"] == 3
+
+
+@pytest.mark.slow
+def test_after_dvc_repro_no_process_is_left(tmp_path, mosi_dataset):
+    """The stages of one `dvc repro` share one server, which stops when dvc ends (not idle_stop_s later)."""
+    port = free_port()
+    root = project(tmp_path / "project", serve={"port": port, "idle_stop_s": 600})
+    stage = " ".join(extract(mosi_dataset, "{out}")[1:])
+    (root / "dvc.yaml").write_text(
+        "stages:\n"
+        f"  first:\n    cmd: selfmm {stage.format(out='a.h5')}\n    outs: [a.h5]\n"
+        f"  second:\n    cmd: selfmm {stage.format(out='b.h5')}\n    deps: [a.h5]\n    outs: [b.h5]\n"
+    )
+    repro = sh(["dvc", "repro"], root)
+    output = repro.stdout + repro.stderr
+    assert output.count("started a local Prefect server") == 1 and "it stops when this dvc run ends" in output
+    assert '"cached": 3' in output  # the second stage found the first one's shards: both ran
+    assert gone(root, port, within=15)

@@ -40,7 +40,9 @@ def refused(path) -> str:
 def test_the_repository_params_are_valid_and_keep_the_defaults():
     params = load_params(REPO / "params.yaml")
     assert params.run == RunConfig() and params.run.task_runner is TaskRunnerKind.THREADS
-    assert params.serve.port == 4200 and list(params.serve.datasets) == ["demo"]  # real ones: once their data is here
+    assert params.build == {"demo": "train"}  # what `dvc repro` builds on a fresh clone: no real data needed
+    assert list(params.serve.datasets) == ["demo", "mosi", "mosei", "sims"]  # deployments for all, data there or not
+    assert params.serve.port == 4200 and params.serve.idle_stop_s == 180
     assert params.train_config("train_sims").text_model == "bert-base-chinese"
     config = params.extract_config()
     assert config == ExtractConfig() and config.to_dict()["audio"]["feature_set"] == "eGeMAPSv02"
@@ -92,9 +94,20 @@ def test_serve_typos_name_the_key_and_the_allowed_keys(tmp_path):
     assert "serve.port: 'http' is not a whole number" in refused(write_params(tmp_path, "serve", "port", "http"))
 
 
+def test_built_and_served_datasets_name_training_sections_that_exist_and_agree(tmp_path):
+    message = refused(write_params(tmp_path, "build", "mosi", "train_mosy"))
+    assert "build.mosi: no training section 'train_mosy' in params (train, train_mosei, train_mosi" in message
+    message = refused(write_params(tmp_path, "build", "mosi", "train"))
+    assert "build.mosi trains with 'train' but serve.datasets.mosi.train_section is 'train_mosi'" in message
+    assert "build.demo: 3 is not a string" in refused(write_params(tmp_path, "build", "demo", 3))
+    assert "build.my data: unsafe dataset name" in refused(write_params(tmp_path, "build", "my data", "train"))
+    message = refused(write_params(tmp_path, "serve", "idle_stop_s", -1))
+    assert "serve: idle_stop_s must be 0 or more seconds (or null: never), not -1" in message
+
+
 def test_unknown_sections_and_missing_files_are_config_errors(tmp_path):
     message = refused(write_params(tmp_path, "extrakt", "audio", {}))
-    assert "unknown section(s) extrakt; allowed: extract, run, demo, train, serve, train_<name>" in message
+    assert "unknown section(s) extrakt; allowed: extract, run, demo, train, build, serve, train_<name>" in message
     with pytest.raises(ConfigError, match="no such params file"):
         load_params(tmp_path / "nope.yaml")
 

@@ -329,10 +329,10 @@ def test_the_annotation_hash_reads_only_media_whose_stat_changed(tmp_path):
     assert changed != first and changed == annotations_hash(spec, MediaHashes(tmp_path / "fresh.sqlite"))
 
 
-def test_retrain_of_an_unknown_or_absent_dataset_fails_fast(tmp_path, monkeypatch, capsys, prefect_server):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["serve"]["datasets"]["mosei"] = {"train_section": "train_mosei"}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+def test_retrain_of_an_unknown_absent_or_unbuilt_dataset_fails_fast(
+    tmp_path, monkeypatch, capsys, prefect_server, mosi_dataset
+):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())  # mosi and mosei served, not built
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))
     assert main(["retrain", "nope"]) == 1
@@ -340,3 +340,9 @@ def test_retrain_of_an_unknown_or_absent_dataset_fails_fast(tmp_path, monkeypatc
     assert main(["retrain", "mosei"]) == 1  # served, but no data/mosei/
     err = capsys.readouterr().err
     assert "data/mosei/" in err and "Real datasets" in err and not (tmp_path / "models").exists()
+    (tmp_path / "data").mkdir()
+    mosi_dataset.rename(tmp_path / "data" / "mosi")
+    assert main(["retrain", "mosi"]) == 1  # its data is there, but dvc.yaml has no stages for it
+    err = capsys.readouterr().err
+    assert "which dvc.yaml has for the datasets params.yaml `build` lists (demo): add `mosi: train_mosi` there" in err
+    assert not (tmp_path / "models").exists() and not (tmp_path / "build").exists()

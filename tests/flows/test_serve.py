@@ -21,12 +21,8 @@ from tests.support.serving import finished, flow_run_id, processes_in, serving
 
 
 @pytest.mark.slow
-def test_serve_runs_deployments_and_stops_cleanly_and_dvc_reuses_the_extraction(tmp_path):
-    datasets = {
-        "demo": {"retrain_cron": "0 3 * * *", "train_section": "train"},
-        "mosei": {"train_section": "train_mosei"},
-    }  # listed, but no data/mosei/ yet
-    root = project(tmp_path / "project", demo={"clips": 6, "seed": 3}, serve={"datasets": datasets})
+def test_serve_runs_deployments_and_stops_cleanly_and_dvc_reuses_the_extraction(tmp_path, mosi_dataset):
+    root = project(tmp_path / "project", demo={"clips": 6, "seed": 3})  # params.yaml's served datasets, as cloned
     sh(["dvc", "repro", "demo_corpus"], root)
     port = free_port()
     with serving(root, port) as api:
@@ -37,15 +33,25 @@ def test_serve_runs_deployments_and_stops_cleanly_and_dvc_reuses_the_extraction(
         assert "Completed" in run.stdout
         with FeatureStore(root / "build/demo/features.h5") as store:
             assert len(store) == 6
+        elsewhere = sh(
+            ["prefect", "deployment", "run", "feature-extract/mosei", "--param", f"data={mosi_dataset}", "--watch"],
+            root,
+            api,
+        )
+        assert "Completed" in elsewhere.stdout
+        with FeatureStore(root / "build/mosei/features.h5") as store:
+            assert len(store) == 3 and store.dataset == "mosei"
 
         with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
             failed = finished(client, flow_run_id(missing.stdout))
             retrain = client.read_deployment_by_name("retrain/demo")
+            served = sorted(d.name for d in client.read_deployments())
+        assert served == sorted(["demo", "mosi", "mosei", "sims"] * 4)  # feature-extract, train, retrain, predict
         assert failed.state is not None and failed.end_time is not None and failed.start_time is not None
         assert failed.state.is_failed() and (failed.end_time - failed.start_time).total_seconds() < 30
         message = failed.state.message
         assert message is not None
-        assert "data/mosei/" in message and "label.csv" in message and "Real datasets" in message
+        assert "data/mosei/: no such folder" in message and "label.csv" in message and "Real datasets" in message
         assert [cast(CronSchedule, s.schedule).cron for s in retrain.schedules] == ["0 3 * * *"]  # from params.yaml
         assert retrain.global_concurrency_limit is not None
         assert retrain.global_concurrency_limit.limit == 1  # two retrains never overlap

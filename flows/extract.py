@@ -58,13 +58,14 @@ def dataset_folder(data: str) -> Path:
         given = Path("data") / data
     path = in_project(given)
     if not path.is_dir():
+        problem = "not a folder" if path.exists() else "no such folder"
         raise DatasetError(
-            f"{given}/: {'not a folder' if path.exists() else 'no such folder'} ({path}). Put the dataset there "
-            f"in {LAYOUTS}; or point at the folder it is in: `selfmm extract --dataset DIR`, "
-            f"`prefect deployment run feature-extract/<d> --param data=DIR`. {WHERE_DATA_COMES_FROM}"
+            f"{given}/: {problem} ({path.absolute()}). Put the dataset there in {LAYOUTS}; or point at the folder "
+            f"it is in: `selfmm extract --dataset DIR`, `prefect deployment run feature-extract/<d> --param "
+            f"data=DIR`. {WHERE_DATA_COMES_FROM}"
         )
     if not os.access(path, os.R_OK | os.X_OK):
-        raise DatasetError(f"{given}/: the folder cannot be read ({path}): permission denied")
+        raise DatasetError(f"{given}/: the folder cannot be read ({path.absolute()}): permission denied")
     return path
 
 

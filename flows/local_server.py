@@ -39,6 +39,12 @@ class LocalServerFiles:
 
     home: Path
 
+    @classmethod
+    def of_this_project(cls) -> LocalServerFiles:
+        files = cls(Path(os.environ.get("PREFECT_HOME") or ".prefect").resolve())
+        files.home.mkdir(parents=True, exist_ok=True)
+        return files
+
     @property
     def pid(self) -> Path:
         return self.home / "selfmm-server.pid"  # the watchdog's, which leads the process group
@@ -87,12 +93,10 @@ def local_api(port: int, idle_stop: float | None) -> str:
                 f"PREFECT_API_URL and `selfmm serve` starts one on {LOOPBACK}"
             )
         return configured
-    files = LocalServerFiles(Path(os.environ.get("PREFECT_HOME") or ".prefect").resolve())
-    files.home.mkdir(parents=True, exist_ok=True)
-    holder, under_dvc = _lease_holder()
+    files = LocalServerFiles.of_this_project()
     url = f"http://{LOOPBACK}:{port}/api"
     with FileLock(files.lock):
-        _write_lease(files, Lease(holder.pid, holder.create_time(), 0.0 if under_dvc else idle_stop))
+        under_dvc = take_lease(files, idle_stop)
         if healthy(url):
             return url
         if port_taken(port):
@@ -136,6 +140,16 @@ def stop_local_server(home: Path) -> bool:
     return True
 
 
+def take_lease(files: LocalServerFiles, idle_stop: float | None) -> bool:
+    """Keep the local server up while this command runs (and ``idle_stop`` seconds after), or while the dvc run
+    it is a stage of runs; whether it is a DVC stage."""
+    holder, under_dvc = _lease_holder()
+    lease = Lease(holder.pid, holder.create_time(), 0.0 if under_dvc else idle_stop)
+    files.leases.mkdir(exist_ok=True)
+    (files.leases / f"{lease.pid}.json").write_text(json.dumps(lease.__dict__))
+    return under_dvc
+
+
 def _lease_holder() -> tuple[psutil.Process, bool]:
     """The process whose life keeps the server up for this command: the ``dvc`` process that runs it as a stage
     (DVC sets DVC_STAGE), else the command itself; and whether it is dvc."""
@@ -148,11 +162,6 @@ def _lease_holder() -> tuple[psutil.Process, bool]:
             except psutil.Error:
                 continue
     return me, False
-
-
-def _write_lease(files: LocalServerFiles, lease: Lease) -> None:
-    files.leases.mkdir(exist_ok=True)
-    (files.leases / f"{lease.pid}.json").write_text(json.dumps(lease.__dict__))
 
 
 def _read_leases(files: LocalServerFiles) -> list[tuple[Path, Lease]]:

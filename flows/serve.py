@@ -1,10 +1,10 @@
 """``selfmm serve``: a Prefect server on loopback and every deployment of params.yaml, in one process tree.
 
 The server is the one ``PREFECT_API_URL`` names (it must answer), else one already listening on
-127.0.0.1:<port>, else a ``prefect server start`` child with its state in the project's ``.prefect/``
-(``PREFECT_HOME``). The deployments are served from this process: flow runs are its child processes. Ctrl-C or
-SIGTERM stops the runner, ends flow runs still going, and stops the server if this command started it; nothing
-is left behind.
+127.0.0.1:<port> (the local server of flow commands stays up while this runs), else a ``prefect server start``
+child with its state in the project's ``.prefect/`` (``PREFECT_HOME``). The deployments are served from this
+process: flow runs are its child processes. Ctrl-C or SIGTERM stops the runner, ends flow runs still going, and
+stops the server if this command started it; nothing is left behind.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import subprocess
 from typing import cast
 
 import psutil
+from filelock import FileLock
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import TerminationSignal
@@ -22,6 +23,7 @@ from prefect.runner import Runner
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.deployments import build_deployments, served_datasets
+from flows.local_server import LocalServerFiles, take_lease
 from flows.params import load_params
 from flows.server import GRACE, PrefectAPI, prefect_api
 
@@ -32,6 +34,9 @@ def serve(port: int | None = None) -> None:
     deployments = build_deployments(served_datasets(params), params.run)
     port = port or params.serve.port
     signal.signal(signal.SIGTERM, _interrupt)  # until the runner installs its own handler
+    local = LocalServerFiles.of_this_project()
+    with FileLock(local.lock):  # a local server that commands started, if it is the one used, stays up meanwhile
+        take_lease(local, params.serve.idle_stop_s)
     try:
         with prefect_api(port) as api, temporary_settings(updates={PREFECT_API_URL: api.url}):
             try:

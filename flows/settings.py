@@ -33,5 +33,9 @@ def apply_defaults(project: Path | None = None, verbose: bool = False) -> None:
 
 def in_project(path: str | Path) -> Path:
     """A path as a user gives it to a command or a deployment: a relative one is taken from the project folder,
-    wherever the process that runs the flow was started (an absolute one stays as it is)."""
-    return Path(os.environ.get(PROJECT) or Path.cwd()) / path
+    wherever the process that runs the flow was started. It stays relative when that is the working directory,
+    so that what records it (failure messages in a store) does not depend on where the project lies."""
+    project = os.environ.get(PROJECT)
+    if not project or Path(project) == Path.cwd():
+        return Path(path)
+    return Path(project) / path

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.data import free_port
 from tests.support.projects import BIN, project, sh
-from tests.support.serving import processes_in
+from tests.support.serving import processes_in, serving
 
 STARTED = "selfmm: started a local Prefect server, UI and API at http://127.0.0.1:{port}"
 
@@ -81,3 +81,16 @@ def test_after_dvc_repro_no_process_is_left(tmp_path, mosi_dataset):
     assert output.count("started a local Prefect server") == 1 and "it stops when this dvc run ends" in output
     assert '"cached": 3' in output  # the second stage found the first one's shards: both ran
     assert gone(root, port, within=15)
+
+
+@pytest.mark.slow
+def test_selfmm_serve_keeps_the_local_server_it_uses_until_it_stops(tmp_path, mosi_dataset):
+    port = free_port()
+    root = project(tmp_path / "project", serve={"port": port, "idle_stop_s": 2})
+    sh(extract(mosi_dataset, "a.h5"), root)
+    watchdog = int((root / ".prefect/selfmm-server.pid").read_text())
+    with serving(root, port):
+        assert "already running, left running" in (root / "serve.log").read_text()
+        time.sleep(8)  # well past idle_stop_s
+        assert psutil.pid_exists(watchdog) and sh(["prefect", "deployment", "ls"], root, f"http://127.0.0.1:{port}/api")
+    assert gone(root, port, within=20)  # idle_stop_s after serve ended

@@ -25,13 +25,15 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from flows.deployments import build_deployments, served_datasets
 from flows.local_server import LocalServerFiles, take_lease
 from flows.params import load_params
+from flows.retrain import DatasetPaths
 from flows.server import GRACE, PrefectAPI, prefect_api
 
 
 def serve(port: int | None = None) -> None:
     """Serve every deployment until Ctrl-C or SIGTERM; params are checked before anything starts."""
     params = load_params()
-    deployments = build_deployments(served_datasets(params), params.run)
+    datasets = served_datasets(params)
+    deployments = build_deployments(datasets, params.run)
     port = port or params.serve.port
     signal.signal(signal.SIGTERM, _interrupt)  # until the runner installs its own handler
     local = LocalServerFiles.of_this_project()
@@ -40,7 +42,7 @@ def serve(port: int | None = None) -> None:
     try:
         with prefect_api(port) as api, temporary_settings(updates={PREFECT_API_URL: api.url}):
             try:
-                _run(api, deployments)
+                _run(api, deployments, [d.name for d in datasets if not DatasetPaths(d.name).data.is_dir()])
             finally:
                 _ignore_signals()  # a second Ctrl-C must not cut the clean-up short
                 end_children(keep=api.server)
@@ -49,11 +51,11 @@ def serve(port: int | None = None) -> None:
     print("selfmm serve: stopped", flush=True)
 
 
-def _run(api: PrefectAPI, deployments: list[RunnerDeployment]) -> None:
+def _run(api: PrefectAPI, deployments: list[RunnerDeployment], without_data: list[str]) -> None:
     runner = Runner(pause_on_shutdown=True)
     for deployment in deployments:
         runner.add_deployment(deployment)
-    print(banner(api, deployments), flush=True)
+    print(banner(api, deployments, without_data), flush=True)
     asyncio.run(runner.start())
 
 
@@ -79,8 +81,8 @@ def end_children(keep: subprocess.Popen | None, grace: float = GRACE) -> None:
         child.kill()
 
 
-def banner(api: PrefectAPI, deployments: list[RunnerDeployment]) -> str:
-    """What is served and how to run it."""
+def banner(api: PrefectAPI, deployments: list[RunnerDeployment], without_data: list[str]) -> str:
+    """What is served, which datasets have no data in data/<d>/ yet, and how to run a deployment."""
     ui = api.url.removesuffix("/api")
     started = "started by this command, stopped with it" if api.server else "already running, left running"
     lines = [f"Prefect API {api.url} ({started}); UI {ui}", f"Serving {len(deployments)} deployments:"]
@@ -90,6 +92,11 @@ def banner(api: PrefectAPI, deployments: list[RunnerDeployment]) -> str:
         crons = [cast(CronSchedule, s.schedule) for s in d.schedules or []]  # build_deployments makes cron ones
         when = "; ".join(f"cron '{c.cron}' ({c.timezone})" for c in crons)
         lines.append(f"  {name:<{width}}  {when}".rstrip())
+    if without_data:
+        lines.append(
+            f"No data yet in {', '.join(f'data/{d}/' for d in without_data)}: their runs fail until it is there "
+            "(feature-extract/<d> also takes --param data=DIR; docs/datasets.md)"
+        )
     example = names[0]
     lines += [
         "Run one from another shell:",

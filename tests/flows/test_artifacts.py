@@ -83,6 +83,7 @@ def test_retrain_publishes_each_decision_with_both_maes(tmp_path, monkeypatch, p
     """The decision step itself (DVC, training) is tests/flows/test_retrain.py's; here it is given."""
     monkeypatch.chdir(tmp_path)
     broken_dataset(tmp_path / "data" / "art")
+    (tmp_path / "params.yaml").write_text("build:\n  art: train\n")  # dvc.yaml would have its stages
     decided = {
         "decision": KEPT,
         "reason": "valid MAE 0.5000 is not below the champion's 0.4000",

@@ -26,6 +26,7 @@ def test_serve_runs_deployments_and_stops_cleanly_and_dvc_reuses_the_extraction(
     sh(["dvc", "repro", "demo_corpus"], root)
     port = free_port()
     with serving(root, port) as api:
+        assert "No data yet in data/mosi/, data/mosei/, data/sims/" in (root / "serve.log").read_text()
         missing = sh(["prefect", "deployment", "run", "feature-extract/mosei"], root, api)  # no data/mosei/
         run = sh(
             ["prefect", "deployment", "run", "feature-extract/demo", "--watch", "--watch-timeout", "300"], root, api

@@ -95,7 +95,8 @@ def banner(api: PrefectAPI, deployments: list[RunnerDeployment], without_data: l
     if without_data:
         lines.append(
             f"No data yet in {', '.join(f'data/{d}/' for d in without_data)}: their runs fail until it is there "
-            "(feature-extract/<d> also takes --param data=DIR; docs/datasets.md)"
+            "(feature-extract/<d> also takes --param data=DIR; docs/datasets.md"
+            + ("; `dvc repro demo_corpus` makes data/demo/)" if "demo" in without_data else ")")
         )
     example = names[0]
     lines += [

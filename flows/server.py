@@ -92,6 +92,9 @@ def start_server(home: Path, port: int, new_session: bool = True) -> subprocess.
         "PREFECT_SERVER_API_HOST": LOOPBACK,
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_UI_API_URL": url,
+        # flow-run logs streamed to watchers: `prefect deployment run --watch` shows why a run failed
+        "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
+        "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
     }
     env.pop("PREFECT_API_URL", None)
     with open(home / "server.log", "ab") as log:

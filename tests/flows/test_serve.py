@@ -26,8 +26,13 @@ def test_serve_runs_deployments_and_stops_cleanly_and_dvc_reuses_the_extraction(
     sh(["dvc", "repro", "demo_corpus"], root)
     port = free_port()
     with serving(root, port) as api:
-        assert "No data yet in data/mosi/, data/mosei/, data/sims/" in (root / "serve.log").read_text()
-        missing = sh(["prefect", "deployment", "run", "feature-extract/mosei"], root, api)  # no data/mosei/
+        said = next(line for line in (root / "serve.log").read_text().splitlines() if line.startswith("No data yet"))
+        assert all(f"data/{d}/" in said for d in ("mosi", "mosei", "sims")) and "data/demo/" not in said
+        started = time.monotonic()
+        missing = sh(["prefect", "deployment", "run", "feature-extract/mosei", "--watch"], root, api, check=False)
+        assert time.monotonic() - started < 30 and missing.returncode == 1  # no data/mosei/: Failed, and why
+        assert "Flow run finished in state 'Failed'" in missing.stdout
+        assert "data/mosei/: no such folder" in missing.stdout and "--param data=DIR" in missing.stdout
         run = sh(
             ["prefect", "deployment", "run", "feature-extract/demo", "--watch", "--watch-timeout", "300"], root, api
         )

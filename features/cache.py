@@ -3,11 +3,18 @@
 Workers never share a writer: each source video's features land in their own shard, written atomically, and
 a single merge step builds the dataset store. A re-run re-uses every shard whose key matches, so adding ten
 clips costs ten clips of work, and changing the face settings leaves the audio shards valid.
+
+It is only a cache, and it heals: a shard is read whole, every member's CRC-32 checked (zip's own, which numpy's
+loader verifies as it reads), and a shard that fails is moved aside as ``<name>.damaged`` with a warning naming
+it, so its source is extracted again in the same run and no retry reads it twice. An extractor record carries the
+hash of its content and is handled the same way; the media hash index replaces itself (features.hash_index).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,6 +32,8 @@ def segments_hash(segments: list[tuple[str, float, float]]) -> str:
 
 
 MEDIA_INDEX = "media-sha256.sqlite"  # the stat index of the media SHA-256s, in the cache folder
+DAMAGED = ".damaged"  # the suffix a cache file that failed its check is moved aside under
+log = logging.getLogger(__name__)
 
 
 class ShardCache:
@@ -40,13 +49,15 @@ class ShardCache:
         return self.root / modality.value / media_sha[:2] / f"{media_sha}-{key}-{seg_hash}.npz"
 
     def load(self, modality: Modality, media_sha: str, key: str, seg_hash: str) -> dict[str, np.ndarray] | None:
+        """The shard's arrays, or None when it is not cached or fails its check (then it is moved aside)."""
         path = self._path(modality, media_sha, key, seg_hash)
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as data:
-                return {name: data[name] for name in data.files}
-        except (OSError, ValueError):  # a damaged shard is recomputed, not trusted
+                return {name: data[name] for name in data.files}  # each member read whole: its CRC is checked
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            set_aside(path, err)
             return None
 
     def save(self, modality: Modality, media_sha: str, key: str, seg_hash: str, arrays: dict[str, np.ndarray]) -> None:
@@ -59,10 +70,32 @@ class ShardCache:
         return self.root / modality.value / f"extractor-{key}.json"
 
     def load_provenance(self, modality: Modality, key: str) -> ModalityProvenance | None:
+        """The extractor's record, or None when there is none or it fails its check (then it is moved aside)."""
         path = self._meta_path(modality, key)
-        return ModalityProvenance(**json.loads(path.read_text())) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            if record.get("hash") != stable_hash(record["provenance"]):
+                raise ValueError("its hash does not match its content")
+            return ModalityProvenance(**record["provenance"])
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+            set_aside(path, err)
+            return None
 
     def save_provenance(self, modality: Modality, key: str, provenance: ModalityProvenance) -> None:
         path = self._meta_path(modality, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(asdict(provenance), indent=1, sort_keys=True))
+        content = asdict(provenance)
+        record = {"provenance": content, "hash": stable_hash(content)}
+        atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True))
+
+
+def set_aside(path: Path, err: Exception) -> None:
+    """Move a damaged cache file out of the way (kept for inspection), so that it is made again."""
+    aside = path.with_name(path.name + DAMAGED)
+    try:
+        path.replace(aside)
+    except FileNotFoundError:
+        return  # another process set it aside first
+    log.warning("damaged cache file %s (%s: %s): moved to %s, made again", path, type(err).__name__, err, aside.name)

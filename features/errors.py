@@ -10,6 +10,9 @@ A subclass keeps a builtin base (``ValueError``, ...) only where existing caller
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 
 class PipelineError(Exception):
     """A problem of the inputs or the environment that the user can fix; the message says what to do."""
@@ -21,3 +24,24 @@ class ConfigError(PipelineError, ValueError):
     The message names the setting as ``section.key`` and what is allowed. A ValueError too, because config
     dataclasses validate in ``__post_init__`` and their callers and tests catch ValueError.
     """
+
+
+class DiskFull(PipelineError):
+    """No space left where a file was being written. Raised instead of the OSError, once the half-written
+    temporary file is removed; a run stops at once on it (retrying cannot help) and a re-run after freeing space
+    picks up from what was written whole."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(
+            f"{path}: the disk is full (no space left on device); nothing half-written was kept. Free some space "
+            "and run the same command again: what was written whole is reused"
+        )
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple:  # pickled whole from worker processes
+        return (type(self), (self.path,))
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether an OSError says the file system (or the user's quota on it) is full."""
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -19,6 +19,7 @@ import numpy as np
 
 from features.cache import ShardCache, segments_hash
 from features.config import ExtractConfig, Modality, TextConfig, config_to_dict, stable_hash
+from features.errors import DiskFull
 from features.extractors import audio_identity, face_identity
 from features.extractors.audio import AudioExtractor
 from features.extractors.text import TextTokenizer
@@ -350,6 +351,8 @@ def build_store(
         for source in spec.sources:
             try:
                 result = extract_source(source, config, cache, extractors)
+            except DiskFull:
+                raise  # the store cannot be written either: the run stops, nothing half-written is kept
             except Exception as err:  # noqa: BLE001 - recorded per clip; the other sources go on
                 result = _all_failed(source, Stage.EXTRACT, f"{type(err).__name__}: {err}")
             failures.extend(result.failures)

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from features.errors import DiskFull, is_disk_full
+
 TEMP_MARK = ".tmp-"
 
 
@@ -30,15 +32,18 @@ def temp_path(path: str | Path) -> Path:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` for the block to create (a file, a folder or a symlink); when the
     block succeeds it is synced and renamed over ``path`` in one step, when it raises it is removed and ``path``
-    is left as it was. For writers that need a file name (h5py, safetensors, PyAV)."""
+    is left as it was (a full disk raises DiskFull naming ``path``). For writers that need a file name (h5py,
+    safetensors, PyAV)."""
     path = Path(path)
     tmp = temp_path(path)
     try:
         yield tmp
         _sync(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         _remove(tmp)
+        if is_disk_full(err):
+            raise DiskFull(path) from err
         raise
     _sync_folder(path.parent)
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from features.errors import DiskFull
 from features.files import file_sha256
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class MediaHashes:
         try:
             return self._lookup_all(paths)
         except (sqlite3.DatabaseError, _OtherSchema) as err:
+            if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise DiskFull(self.path) from err
             if not _unusable(err):
                 raise  # e.g. "database is locked" past the timeout: a real problem, not a damaged cache
             self._replace(err)

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from features.cache import ShardCache
 from features.config import ExtractConfig
 from features.datasets import load_dataset
-from features.errors import PipelineError
+from features.errors import DiskFull, PipelineError
 from features.extract import SourceStatus, SourceSummary, build_store, extract_source
 from features.files import atomic_open
 from features.types import DatasetError, DatasetSpec, Failure, SourceVideo
@@ -39,7 +40,18 @@ class ExtractionFailed(PipelineError):
     """More clips failed than the configured fraction allows (the store and report are still written)."""
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="extract-{source.name}")
+def worth_retrying(task: object, task_run: object, state: State) -> bool:
+    """Retry what may pass the next time (a lost worker process, a passing error), never a full disk."""
+    return not isinstance(state.data, DiskFull)
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=worth_retrying,
+    cache_policy=NO_CACHE,
+    task_run_name="extract-{source.name}",
+)
 def extract_video(
     source: SourceVideo, config: ExtractConfig, cache_dir: str, processes: ExtractionProcesses | None = None
 ) -> SourceSummary:
@@ -147,6 +159,8 @@ def feature_extract(
         bar = _progress_bar(len(futures), progress)
         for future in as_completed(futures):
             summary = future.result(raise_on_failure=False)
+            if isinstance(summary, DiskFull):
+                raise summary  # every other source would fail the same way
             status = summary.status if isinstance(summary, SourceSummary) else SourceStatus.FAILED
             counts[status] += 1
             bar.update(1)

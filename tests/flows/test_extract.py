@@ -2,10 +2,14 @@
 
 import csv
 import json
+import shutil
+import subprocess
+import time
 
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
+from features.errors import DiskFull
 from features.store import FeatureStore
 from features.types import DatasetError
 from flows.cli import main
@@ -160,3 +164,43 @@ def test_data_kept_elsewhere_is_named_by_the_deployment_and_relative_paths_are_t
     shared.rename(project / "data" / "mosi")
     again = feature_extract(data="mosi", out="build/mosi/again.h5", overrides={"face": {"fps": 2.0}})
     assert again["sources"]["cached"] == 3 and (project / "build/mosi/again.h5").is_file()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs mounted in the test's folder (root only), unmounted after."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"full disk: cannot mount a small file system here ({done.stderr.strip() or 'not root'})")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def test_a_full_disk_stops_the_run_with_one_clear_error_and_a_re_run_after_freeing_space_finishes(
+    mosi_dataset, tmp_path, small_disk
+):
+    settings = {"data": str(mosi_dataset), "overrides": {"face": {"fps": 2.0}}}
+    reference = tmp_path / "reference.h5"
+    feature_extract(out=str(reference), cache_dir=str(tmp_path / "cache"), **settings)
+    written = reference.stat().st_size + sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*") if f.is_file())
+    free = shutil.disk_usage(small_disk).free
+    with open(small_disk / "ballast", "wb") as ballast:  # leaves room for about half of what the run writes
+        ballast.truncate(0)
+        ballast.write(b"\0" * (free - written // 2))
+
+    out, cache = small_disk / "features.h5", small_disk / "cache"
+    started = time.monotonic()
+    with pytest.raises(DiskFull) as err:
+        feature_extract(out=str(out), cache_dir=str(cache), **settings)
+    assert "the disk is full" in str(err.value) and str(err.value).startswith(str(small_disk))
+    assert time.monotonic() - started < 60  # no retries of a disk that stays full
+    assert not out.exists() and not list(small_disk.rglob("*.tmp-*"))  # nothing half-written to trust
+
+    (small_disk / "ballast").unlink()
+    summary = feature_extract(out=str(out), cache_dir=str(cache), **settings)
+    assert summary["sources"]["cached"] >= 1  # what was written whole before the disk filled is reused
+    assert out.read_bytes() == reference.read_bytes()

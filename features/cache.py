@@ -12,6 +12,7 @@ hash of its content and is handled the same way; the media hash index replaces i
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import zipfile
@@ -63,8 +64,10 @@ class ShardCache:
     def save(self, modality: Modality, media_sha: str, key: str, seg_hash: str, arrays: dict[str, np.ndarray]) -> None:
         path = self._path(modality, media_sha, key, seg_hash)
         path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()  # numpy leaves its zip writer open when a write fails: it writes to memory first
+        np.savez(buffer, **arrays)
         with atomic_open(path, "wb") as f:
-            np.savez(f, **arrays)
+            f.write(buffer.getbuffer())
 
     def _meta_path(self, modality: Modality, key: str) -> Path:
         return self.root / modality.value / f"extractor-{key}.json"

@@ -16,6 +16,7 @@ from selfmm.bundle import BundleError, load_bundle, verify_bundle
 from selfmm.config import preset
 from selfmm.predict import evaluate, predict_clips, predict_store
 from selfmm.trainer import train
+from tests.support.data import flip_a_byte
 from tests.support.synthetic import make_synthetic_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -121,13 +122,6 @@ def test_bad_bundle_requests_are_clear(trained, tmp_path):
         load_bundle(tmp_path)
     with pytest.raises(BundleError, match="no weights for seed 3"):
         load_bundle(result.out_dir).model(seed=3)
-
-
-def flip_a_byte(file: Path) -> None:
-    """One bit of the byte in the middle of ``file`` changed, as a bad disk or copy would, its size kept."""
-    data = bytearray(file.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    file.write_bytes(bytes(data))
 
 
 @pytest.fixture

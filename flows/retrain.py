@@ -59,7 +59,7 @@ from features.types import DatasetSpec, check_id
 from flows.artifacts import publish_decision
 from flows.extract import feature_extract, make_task_runner, open_dataset
 from flows.params import ServeConfig, load_params
-from selfmm.bundle import BundleError
+from selfmm.bundle import BundleError, verify_bundle
 from selfmm.predict import evaluate
 from selfmm.report import strict_json
 
@@ -328,10 +328,13 @@ def champion_metrics(paths: DatasetPaths) -> dict | None:
 
 def promote(paths: DatasetPaths, record: dict, keep: int = ServeConfig.keep_releases) -> Path:
     """Copy the challenger to ``releases/<id>`` with its record, point ``champion`` at it in one rename, then
-    prune the releases beyond the newest ``keep`` besides it (never the one it replaced: ``record`` names it)."""
+    prune the releases beyond the newest ``keep`` besides it (never the one it replaced: ``record`` names it).
+    The copy is checked against the bundle's manifest before it is named: a damaged one (BundleError, naming the
+    file) is never promoted. ``champion.json`` lies outside the bundle's files, so it does not disturb them."""
     release = paths.releases / f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
     with atomic_path(release) as staging:
         shutil.copytree(paths.model, staging)
+        verify_bundle(staging)
         (staging / "champion.json").write_text(json.dumps(strict_json(record), indent=2, sort_keys=True))
     previous = current_release(paths)
     _point_champion(paths, release.name)
@@ -447,8 +450,8 @@ def champion_lineage(records: list[dict]) -> list[str | None]:
 def rollback(dataset: str, to: str | None = None) -> dict:
     """Point ``dataset``'s champion back at a kept release, in one rename, and record it in the history: the
     release ``to`` (its id, or ``releases/<id>``), else the one that was champion before the current one. Under
-    the dataset's retrain lock; RetrainError, with nothing changed, when there is no such release. Returns the
-    history record."""
+    the dataset's retrain lock; RetrainError, with nothing changed, when there is no such release or its files fail
+    its manifest. Returns the history record."""
     paths = DatasetPaths(dataset)
     no_champion = RetrainError(f"{dataset}: no champion at {paths.champion}, nothing to roll back")
     if current_release(paths) is None:  # before the lock, which would make models/<dataset>/
@@ -479,6 +482,10 @@ def rollback(dataset: str, to: str | None = None) -> dict:
             reason = "back to the champion before the current one"
         if target == current:
             raise RetrainError(f"{dataset}: release {target} is already the champion, nothing to roll back")
+        try:
+            verify_bundle(paths.releases / target)
+        except BundleError as err:
+            raise RetrainError(f"{dataset}: release {target} cannot be champion again: {err}") from None
         _point_champion(paths, target)
         record = {
             "time": _now(),

@@ -6,15 +6,25 @@
     text_model/              the BERT's config.json and its tokenizer files (no weights: they are in each
                              seed's state dict), so raw text is tokenised and the BERT rebuilt offline
     weights/seed_<s>.safetensors   the best-on-validation state dict of every seed
+    manifest.json            the size and SHA-256 of every other file, written last (see ``write_manifest``)
 
 Every seed's weights are kept, so ``evaluate`` reports per-seed metrics and mean +- std as training did.
 Single-model prediction uses the *selected* seed: the one with the lowest validation loss (never test).
-Weights are safetensors, so loading never unpickles anything.
+Weights are safetensors, so loading never unpickles anything; safetensors has no checksum, so the manifest is
+what makes a flipped byte in a weights file an error that names the file rather than a model that silently
+predicts otherwise. ``load_bundle`` checks it every time (``verify_bundle``): every listed file present with its
+size and digest, and no unlisted file where the loader would read it (``weights/``, ``text_model/``, whose every
+file a tokenizer may pick up). Files added beside the bundle's own (a release's ``champion.json``) are not its
+business. A bundle of format 1, from before manifests, still loads, with a warning and ``verified`` False.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,15 +35,22 @@ from transformers import AutoTokenizer, PretrainedConfig
 
 from features import portable_math
 from features.errors import PipelineError
-from features.files import atomic_path, atomic_write_text
+from features.files import TEMP_MARK, atomic_path, atomic_write_text, file_sha256
 from features.store import FeatureStore
 from features.text_models import local_files_only, resolve_model
 from features.types import ModalityProvenance
 from selfmm.config import TrainConfig
 from selfmm.model import SelfMM, text_encoder_from_config
 
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2  # 2: has a manifest. 1: made before manifests, loaded unverified
 INFO_FILE = "bundle.json"
+MANIFEST_FILE = "manifest.json"
+LOADED_FOLDERS = ("weights", "text_model")  # an unlisted file here would be read: it makes the bundle damaged
+# A digest is reused while its file keeps its size and mtime (as make and rsync trust them), but only for files
+# last changed this long before they were hashed: a write within the same coarse mtime tick is never missed.
+SETTLED_NS = 2 * 10**9
 # The columns of the trainer's history/seed_<s>.csv, which the report reads: the losses per epoch and the mean
 # |delta| of each task that ULGM's label rule worked on (NaN in epoch 1, which generates no labels).
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "delta_M", "delta_T", "delta_A", "delta_V"]
@@ -48,6 +65,7 @@ class Bundle:
     path: Path
     info: dict[str, Any]
     config: TrainConfig
+    verified: bool = False  # every file checked against the manifest (False: a format-1 bundle, or not sealed yet)
 
     @property
     def seeds(self) -> list[int]:
@@ -167,15 +185,128 @@ def save_bundle(
 
 
 def load_bundle(path: str | Path, features: FeatureStore | None = None) -> Bundle:
-    """Read a bundle; with ``features``, also check they were extracted as the training features were."""
+    """Read a bundle whose files verify against its manifest; with ``features``, also check they were extracted
+    as the training features were."""
     path = Path(path)
-    try:
-        info = json.loads((path / INFO_FILE).read_text())
-    except FileNotFoundError:
-        raise BundleError(f"{path}: not a model bundle (no {INFO_FILE})") from None
-    if info.get("format") != FORMAT_VERSION:
-        raise BundleError(f"{path}: bundle format {info.get('format')!r}, this code reads {FORMAT_VERSION}")
-    bundle = Bundle(path, info, TrainConfig.from_dict(info["config"]))
+    verified = verify_bundle(path)
+    info = _read_info(path)
+    if info.get("format") not in (1, FORMAT_VERSION):
+        raise BundleError(f"{path}: bundle format {info.get('format')!r}, this code reads 1 and {FORMAT_VERSION}")
+    bundle = Bundle(path, info, TrainConfig.from_dict(info["config"]), verified)
     if features is not None:
         bundle.check_features(features)
     return bundle
+
+
+def write_manifest(path: Path) -> None:
+    """Seal a complete bundle: the size and SHA-256 of each of its files, written last and atomically, so a bundle
+    whose writing stopped halfway, or whose bytes changed since, never verifies."""
+    files = {rel: {"bytes": file.stat().st_size, "sha256": file_sha256(file)} for rel, file in _files(path).items()}
+    body = {"format": 1, "files": files}
+    atomic_write_text(path / MANIFEST_FILE, json.dumps({**body, "sha256": _self_digest(body)}, indent=2))
+
+
+def verify_bundle(path: Path) -> bool:
+    """Check every file of the bundle at ``path`` against its manifest: True when they all match; False for a
+    format-1 bundle, which has none (logged). BundleError naming each damaged, missing or unlisted file."""
+    manifest = _read_manifest(path)
+    if manifest is None:
+        return _unsealed(path)
+    present = _files(path)
+    problems = [
+        problem
+        for rel, expected in sorted(manifest.items())
+        if (problem := _file_problem(rel, present.get(rel), expected))
+    ]
+    problems += [
+        f"{rel}: not in the manifest"
+        for rel in sorted(set(present) - set(manifest))
+        if rel.split("/")[0] in LOADED_FOLDERS
+    ]
+    if problems:
+        raise BundleError(f"{path}: damaged bundle ({'; '.join(problems)}): restore it from a good copy, or retrain")
+    return True
+
+
+def _files(path: Path) -> dict[str, Path]:
+    """The bundle's files by path relative to it (POSIX), leaving out the manifest and temporary files."""
+    return {
+        file.relative_to(path).as_posix(): file
+        for file in sorted(path.rglob("*"))
+        if file.is_file() and file.name != MANIFEST_FILE and TEMP_MARK not in file.name
+    }
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / INFO_FILE).read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path}: not a model bundle (no {INFO_FILE})") from None
+
+
+def _read_manifest(path: Path) -> dict[str, dict[str, Any]] | None:
+    """The manifest's files, once its own digest (over its content) shows it is whole; None when there is none."""
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_bytes())
+        body = {"format": manifest["format"], "files": manifest["files"]}
+        whole = manifest["sha256"] == _self_digest(body)
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as err:
+        raise BundleError(
+            f"{path}: damaged bundle ({MANIFEST_FILE}: unreadable, {err}): restore it, or retrain"
+        ) from None
+    if not whole:
+        raise BundleError(
+            f"{path}: damaged bundle ({MANIFEST_FILE}: its content does not match its own SHA-256): "
+            "restore it, or retrain"
+        )
+    return manifest["files"]
+
+
+def _self_digest(body: dict[str, Any]) -> str:
+    """SHA-256 of the manifest's content in one canonical form: any change to what it says shows."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _unsealed(path: Path) -> bool:
+    """A bundle without a manifest: format 1 (older code) loads, visibly unverified; a newer one lost it or was
+    never finished, and is refused."""
+    if _read_info(path).get("format") == 1:
+        log.warning(
+            "%s: a format-1 bundle, without %s: loaded UNVERIFIED (retrain to get one that verifies)",
+            path,
+            MANIFEST_FILE,
+        )
+        return False
+    raise BundleError(
+        f"{path}: damaged bundle ({MANIFEST_FILE}: missing, so it was never finished or lost it): retrain"
+    )
+
+
+def _file_problem(rel: str, file: Path | None, expected: dict[str, Any]) -> str | None:
+    """What is wrong with one listed file (missing, another size, another digest), or None."""
+    if file is None:
+        return f"{rel}: missing"
+    stat = file.stat()
+    if stat.st_size != expected["bytes"]:
+        return f"{rel}: {stat.st_size} bytes, the manifest says {expected['bytes']}"
+    if _sha256(file.resolve(), stat) != expected["sha256"]:
+        return f"{rel}: content differs from the manifest (SHA-256 mismatch)"
+    return None
+
+
+_digests: dict[Path, tuple[int, int, str]] = {}  # file -> (size, mtime_ns, sha256), for this process's life
+
+
+def _sha256(file: Path, stat: os.stat_result) -> str:
+    """The file's SHA-256, reused from an earlier check while its size and mtime are the same: a service that
+    switches back to a release, or retries one that failed, does not read hundreds of MB again."""
+    known = _digests.get(file)
+    if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
+        return known[2]
+    started = time.time_ns()
+    digest = file_sha256(file)
+    if stat.st_mtime_ns < started - SETTLED_NS:
+        _digests[file] = (stat.st_size, stat.st_mtime_ns, digest)
+    return digest

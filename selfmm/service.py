@@ -1,16 +1,16 @@
 """``selfmm serve-model``: an HTTP service (FastAPI on uvicorn) that answers predictions with a champion.
 
     POST /predict   multipart: ``file`` (the media) and optional ``text`` (the transcript) -> JSON scores
-    GET  /health    up, which release, how busy
+    GET  /health    up, which release, whether its files verified, why a newer one is not served, how busy
     GET  /model     provenance, metrics and release of the model being served
 
 It follows the champion: ``--model models/<d>/champion`` is a link that a promotion or a rollback swaps in one
 rename (flows/retrain.py); each request resolves it, and a new target is loaded once and served from then on. A
-target that cannot be loaded (a release still being copied, a broken bundle) is not served: the previous model
-goes on, and /health says why. Uploads stream into a private temporary folder (removed after each request),
-counted as they arrive, so one over the size limit is refused before it is stored; a bounded pool runs the
-predictions and a bounded queue waits for it, the rest get 503 with Retry-After. Bad input is a 4xx JSON error
-``{"error": "..."}`` naming the problem; no request can stop the service.
+target that cannot be loaded (a release still being copied, a bundle whose files fail its manifest) is not served:
+the previous model goes on, and /health says why (the file and the problem). Uploads stream into a private temporary
+folder (removed after each request), counted as they arrive, so one over the size limit is refused before it is
+stored; a bounded pool runs the predictions and a bounded queue waits for it, the rest get 503 with Retry-After. Bad
+input is a 4xx JSON error ``{"error": "..."}`` naming the problem; no request can stop the service.
 """
 
 from __future__ import annotations
@@ -326,6 +326,7 @@ def describe(model: LoadedModel, link: Path) -> dict:
         "feature_config_hash": model.bundle.info["feature_config_hash"],
         "seeds": model.bundle.seeds,
         "selected_seed": model.bundle.selected_seed,
+        "verified": model.bundle.verified,
         "metrics": metrics,
         "promotion": record,
         "provenance": model.bundle.provenance,
@@ -378,6 +379,7 @@ def create_app(model: str | Path, settings: ServiceSettings, temp_root: str | Pa
             "release": model.release,
             "path": str(model.path),
             "reload_error": follower.reload_error,
+            "verified": model.bundle.verified,
             "admitted": gate.admitted,
             "capacity": gate.capacity,
         }

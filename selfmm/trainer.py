@@ -9,6 +9,7 @@ Output folder (also the bundle, see bundle.py)::
     unimodal_labels/seed_<s>.csv      key, label, label_T, label_A, label_V: ULGM's labels after the best epoch,
                                       the one whose weights are kept and tested
     unimodal_labels/seed_<s>_epochs.csv  epoch, key, label_T, label_A, label_V: after every epoch
+    manifest.json                     size and SHA-256 of every file above, written last (bundle.py)
 
 The seconds per epoch go beside the folder (``<out>.timings.csv``): nothing in the bundle depends on the clock,
 so under portable numerics the same inputs give the same bundle bytes on any machine.
@@ -36,7 +37,7 @@ from features.files import atomic_open, atomic_write_text
 from features.store import FeatureStore
 from features.text_models import resolve_model, vocabulary_of
 from features.types import SPLITS
-from selfmm.bundle import HISTORY_COLUMNS, save_bundle, save_weights
+from selfmm.bundle import HISTORY_COLUMNS, MANIFEST_FILE, save_bundle, save_weights, write_manifest
 from selfmm.config import LabelRule, TrainConfig
 from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, frame_statistics, make_loader
 from selfmm.metrics import compute_metrics, mean_std
@@ -81,6 +82,7 @@ def train(features: str | Path, out_dir: str | Path, config: TrainConfig) -> Tra
     out_dir = Path(out_dir)
     portable = config.numerics == Numerics.PORTABLE
     device = resolve_device("cpu" if portable else config.device)
+    (out_dir / MANIFEST_FILE).unlink(missing_ok=True)  # until the new one is written, the folder never verifies
     with FeatureStore(features) as store, _pinned_numerics(config), _deterministic(config.deterministic):
         _check_text_model(store, config)
         dims = feature_dims(store)
@@ -99,6 +101,7 @@ def train(features: str | Path, out_dir: str | Path, config: TrainConfig) -> Tra
     mean, std = mean_std([r.test for r in results])
     out = TrainResult(out_dir, results, bundle.selected_seed, mean, std)
     _write_outputs(out, data["train"].keys, config)
+    write_manifest(out_dir)
     return out
 
 

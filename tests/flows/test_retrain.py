@@ -39,6 +39,7 @@ from flows.retrain import (
     retrain,
     rollback,
 )
+from selfmm.bundle import BundleError, verify_bundle, write_manifest
 from tests.support.data import REPO
 from tests.support.projects import project
 
@@ -143,6 +144,7 @@ def test_promotion_swaps_the_champion_in_one_step_and_keeps_the_old_release(tmp_
     for weights in (b"old", b"new"):
         (paths.model / "weights").mkdir(parents=True, exist_ok=True)
         (paths.model / "weights" / "seed_1.safetensors").write_bytes(weights)
+        write_manifest(paths.model)
         releases.append(promote(paths, {"data_hash": weights.decode()}))
     assert paths.champion.is_symlink() and paths.champion.resolve() == releases[1].resolve()
     assert (paths.champion / "weights" / "seed_1.safetensors").read_bytes() == b"new"
@@ -153,9 +155,11 @@ def test_promotion_swaps_the_champion_in_one_step_and_keeps_the_old_release(tmp_
 
 
 def promote_fake(paths: DatasetPaths, weights: str, keep: int = ServeConfig.keep_releases) -> str:
-    """What a retrain that promotes does, with a fake bundle: promote it, then record the decision."""
+    """What a retrain that promotes does, with a fake bundle (one weights file and its manifest): promote it, then
+    record the decision."""
     (paths.model / "weights").mkdir(parents=True, exist_ok=True)
     (paths.model / "weights" / "seed_1.safetensors").write_text(weights)
+    write_manifest(paths.model)
     previous = current_release(paths)
     record = {
         "time": "t",
@@ -243,6 +247,30 @@ def test_a_rollback_to_a_missing_release_or_to_nothing_is_a_clear_error_that_cha
     assert state() == before
     assert main(["rollback", "demo", "--to", "nope"]) == 1
     assert "selfmm: error: demo: no release 'nope'" in capsys.readouterr().err
+    assert state() == before and champion_weights(paths) == "second"
+
+
+def test_a_damaged_bundle_is_never_promoted_and_a_damaged_release_never_rolled_back_to(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    paths = DatasetPaths("demo")
+    first, second = promote_fake(paths, "first"), promote_fake(paths, "second")
+    assert verify_bundle(paths.releases / second)  # champion.json, added beside the bundle's files, is not one
+
+    def state() -> tuple[str, bytes, list[str]]:
+        return os.readlink(paths.champion), paths.history.read_bytes(), list_releases(paths)
+
+    before = state()
+    (paths.model / "weights" / "seed_1.safetensors").write_text("third!")  # after its manifest: same size
+    with pytest.raises(BundleError, match=r"weights/seed_1.safetensors: content differs from the manifest"):
+        promote(paths, {"data_hash": "third!"})
+    assert state() == before and sorted(p.name for p in paths.releases.iterdir()) == [first, second]
+
+    damaged = paths.releases / first / "weights" / "seed_1.safetensors"
+    damaged.write_text("fir5t")
+    with pytest.raises(RetrainError, match=rf"release {first} cannot be champion again: .*seed_1.safetensors: con"):
+        rollback("demo")
+    assert main(["rollback", "demo", "--to", first]) == 1
+    assert "weights/seed_1.safetensors: content differs from the manifest" in capsys.readouterr().err
     assert state() == before and champion_weights(paths) == "second"
 
 

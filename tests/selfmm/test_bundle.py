@@ -1,17 +1,22 @@
-"""The real MiniLM path end to end: train, bundle, evaluate, predict; and the bundle's safety checks."""
+"""The real MiniLM path end to end: train, bundle, evaluate, predict; and the bundle's safety checks, its
+manifest among them: a damaged, truncated, missing or unlisted file is refused by name."""
 
 import dataclasses
 import json
+import logging
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
 from features.store import FeatureStore, write_store
-from selfmm.bundle import BundleError, load_bundle
+from selfmm.bundle import BundleError, load_bundle, verify_bundle
 from selfmm.config import preset
 from selfmm.predict import evaluate, predict_clips, predict_store
 from selfmm.trainer import train
+from tests.support.data import flip_a_byte
 from tests.support.synthetic import make_synthetic_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -117,3 +122,80 @@ def test_bad_bundle_requests_are_clear(trained, tmp_path):
         load_bundle(tmp_path)
     with pytest.raises(BundleError, match="no weights for seed 3"):
         load_bundle(result.out_dir).model(seed=3)
+
+
+@pytest.fixture
+def bundle_copy(trained, tmp_path):
+    return Path(shutil.copytree(trained[1].out_dir, tmp_path / "model"))
+
+
+def test_the_manifest_lists_every_file_of_the_bundle_and_it_verifies(trained):
+    _, result = trained
+    manifest = json.loads((result.out_dir / "manifest.json").read_text())
+    files = {p.relative_to(result.out_dir).as_posix() for p in result.out_dir.rglob("*") if p.is_file()}
+    assert set(manifest["files"]) == files - {"manifest.json"}
+    assert {"bundle.json", "weights/seed_1.safetensors", "text_model/config.json", "results.json"} <= files
+    assert load_bundle(result.out_dir).verified
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bundle.json",
+        "weights/seed_1.safetensors",
+        "text_model/config.json",
+        "text_model/tokenizer_config.json",
+        "results.json",
+        "history/seed_2.csv",
+    ],
+)
+def test_a_flipped_byte_in_any_file_is_refused_naming_the_file(bundle_copy, name):
+    flip_a_byte(bundle_copy / name)
+    with pytest.raises(BundleError, match=rf"damaged bundle \({name}: content differs from the manifest"):
+        load_bundle(bundle_copy)
+
+
+def test_a_flipped_byte_in_the_manifest_itself_is_refused_naming_it(bundle_copy):
+    flip_a_byte(bundle_copy / "manifest.json")
+    with pytest.raises(BundleError, match=r"damaged bundle \(manifest.json: "):
+        load_bundle(bundle_copy)
+
+
+def test_a_truncated_a_missing_and_an_unlisted_file_are_each_refused_by_name(bundle_copy):
+    weights = bundle_copy / "weights" / "seed_2.safetensors"
+    size = weights.stat().st_size
+    with open(weights, "r+b") as f:
+        f.truncate(size - 100)
+    (bundle_copy / "text_model" / "tokenizer.json").unlink()
+    (bundle_copy / "text_model" / "vocab_extra.txt").write_text("more words\n")  # a tokenizer would read it
+    (bundle_copy / "notes.txt").write_text("beside the bundle, not read by it\n")
+    with pytest.raises(BundleError) as refused:
+        load_bundle(bundle_copy)
+    message = str(refused.value)
+    assert f"weights/seed_2.safetensors: {size - 100} bytes, the manifest says {size}" in message
+    assert "text_model/tokenizer.json: missing" in message
+    assert "text_model/vocab_extra.txt: not in the manifest" in message
+    assert "notes.txt" not in message
+
+
+def test_evaluation_and_prediction_refuse_a_damaged_bundle(trained, bundle_copy):
+    store_path, _ = trained
+    flip_a_byte(bundle_copy / "weights" / "seed_1.safetensors")
+    for run in (evaluate, predict_store):
+        with pytest.raises(BundleError, match="weights/seed_1.safetensors: content differs"):
+            run(bundle_copy, store_path)
+
+
+def test_a_bundle_from_before_manifests_loads_unverified_with_a_warning_and_a_newer_one_without_is_refused(
+    bundle_copy, caplog
+):
+    (bundle_copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match=r"manifest.json: missing, so it was never finished or lost it"):
+        load_bundle(bundle_copy)
+    info = json.loads((bundle_copy / "bundle.json").read_text())
+    (bundle_copy / "bundle.json").write_text(json.dumps({**info, "format": 1}))
+    with caplog.at_level(logging.WARNING, logger="selfmm.bundle"):
+        bundle = load_bundle(bundle_copy)
+    assert not bundle.verified and bundle.seeds == [1, 2]
+    assert "format-1 bundle, without manifest.json: loaded UNVERIFIED" in caplog.text
+    assert verify_bundle(bundle_copy) is False

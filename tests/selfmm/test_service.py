@@ -18,7 +18,7 @@ import pytest
 from flows.retrain import DatasetPaths, promote, rollback
 from selfmm.bundle import load_bundle
 from selfmm.service import ServiceSettings, create_app
-from tests.support.data import MOSI_CLIPS, MOSI_MEDIA
+from tests.support.data import MOSI_CLIPS, MOSI_MEDIA, flip_a_byte
 from tests.support.service import running, talking_face
 
 SETTINGS = ServiceSettings(max_upload_bytes=2 * 2**20, max_concurrent=2, max_waiting=16)
@@ -153,6 +153,28 @@ def test_a_promotion_or_rollback_while_serving_switches_the_release_and_a_half_c
     assert post(client, real_models.short_clip).json()["release"] == first
     health = client.get("/health").json()
     assert health["release"] == first and "not a model bundle" in health["reload_error"]
+
+
+def test_a_release_whose_files_fail_the_manifest_is_not_served_and_health_names_the_file(service, real_models):
+    client, _, paths = service
+    first = paths.champion.resolve().name
+    damaged = paths.releases / "20990101T000000000000Z"
+    shutil.copytree(real_models.second, damaged)
+    flip_a_byte(damaged / "weights" / "seed_2.safetensors")
+    paths.champion.unlink()
+    paths.champion.symlink_to(Path("releases") / damaged.name)
+    for _ in range(2):  # refused again on each request, the last good release serving
+        answer = post(client, real_models.short_clip)
+        assert answer.status_code == 200 and answer.json()["release"] == first
+    health = client.get("/health").json()
+    assert health["release"] == first and health["verified"] is True
+    assert "weights/seed_2.safetensors: content differs from the manifest" in health["reload_error"]
+    assert str(damaged) in health["reload_error"]
+
+    shutil.rmtree(damaged)
+    shutil.copytree(real_models.second, damaged)  # copied again, whole: served from the next request
+    assert post(client, real_models.short_clip).json()["release"] == damaged.name
+    assert client.get("/health").json()["reload_error"] is None
 
 
 def test_fifty_requests_eight_at_a_time_all_succeed(service, real_models):

@@ -102,3 +102,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def flip_a_byte(file: Path) -> None:
+    """One bit of the byte in the middle of ``file`` changed, as a bad disk or copy would, its size kept."""
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    file.write_bytes(bytes(data))

@@ -20,7 +20,6 @@ business. A bundle of format 1, from before manifests, still loads, with a warni
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PretrainedConfig
 
 from features import portable_math
+from features.config import stable_hash
 from features.errors import PipelineError
 from features.files import TEMP_MARK, atomic_path, atomic_write_text, file_sha256
 from features.store import FeatureStore
@@ -203,7 +203,7 @@ def write_manifest(path: Path) -> None:
     whose writing stopped halfway, or whose bytes changed since, never verifies."""
     files = {rel: {"bytes": file.stat().st_size, "sha256": file_sha256(file)} for rel, file in _files(path).items()}
     body = {"format": 1, "files": files}
-    atomic_write_text(path / MANIFEST_FILE, json.dumps({**body, "sha256": _self_digest(body)}, indent=2))
+    atomic_write_text(path / MANIFEST_FILE, json.dumps({**body, "hash": _self_digest(body)}, indent=2))
 
 
 def verify_bundle(path: Path) -> bool:
@@ -249,7 +249,7 @@ def _read_manifest(path: Path) -> dict[str, dict[str, Any]] | None:
     try:
         manifest = json.loads((path / MANIFEST_FILE).read_bytes())
         body = {"format": manifest["format"], "files": manifest["files"]}
-        whole = manifest["sha256"] == _self_digest(body)
+        whole = manifest["hash"] == _self_digest(body)
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError) as err:
@@ -258,15 +258,14 @@ def _read_manifest(path: Path) -> dict[str, dict[str, Any]] | None:
         ) from None
     if not whole:
         raise BundleError(
-            f"{path}: damaged bundle ({MANIFEST_FILE}: its content does not match its own SHA-256): "
-            "restore it, or retrain"
+            f"{path}: damaged bundle ({MANIFEST_FILE}: its content does not match its own hash): restore it, or retrain"
         )
     return manifest["files"]
 
 
 def _self_digest(body: dict[str, Any]) -> str:
-    """SHA-256 of the manifest's content in one canonical form: any change to what it says shows."""
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """The hash of the manifest's content in one canonical form: any change to what it says shows."""
+    return stable_hash(body)
 
 
 def _unsealed(path: Path) -> bool:

@@ -28,7 +28,16 @@ from pathlib import Path
 import psutil
 from filelock import FileLock
 
-from flows.server import GRACE, LOOPBACK, STARTUP_TIMEOUT, ServeError, healthy, port_taken, start_server, wait_healthy
+from flows.server import (
+    GRACE,
+    LOOPBACK,
+    STARTUP_TIMEOUT,
+    check_port_free,
+    configured_api,
+    healthy,
+    start_server,
+    wait_healthy,
+)
 
 POLL = 1.0  # seconds between the watchdog's looks at the leases
 
@@ -83,15 +92,8 @@ def local_api(port: int, idle_stop: float | None) -> str:
     ``PREFECT_API_URL`` (it must answer), else the server answering on 127.0.0.1:port (``selfmm serve``'s, or
     the local one an earlier command started), else a local one started now, announced in one line on stderr.
     The command holds a lease on the local server until it ends (see the module's docstring)."""
-    from prefect.settings import PREFECT_API_URL
-
-    configured = PREFECT_API_URL.value()
+    configured = configured_api()
     if configured:
-        if not healthy(configured):
-            raise ServeError(
-                f"no Prefect server answers at PREFECT_API_URL={configured}: start it, or unset "
-                f"PREFECT_API_URL and `selfmm serve` starts one on {LOOPBACK}"
-            )
         return configured
     files = LocalServerFiles.of_this_project()
     url = f"http://{LOOPBACK}:{port}/api"
@@ -99,11 +101,7 @@ def local_api(port: int, idle_stop: float | None) -> str:
         under_dvc = take_lease(files, idle_stop)
         if healthy(url):
             return url
-        if port_taken(port):
-            raise ServeError(
-                f"{LOOPBACK}:{port} is taken by something that is not a Prefect server; "
-                f"choose another port (params serve.port)"
-            )
+        check_port_free(port)
         _start_watchdog(files, port)
     if under_dvc:
         until = "when this dvc run ends"

@@ -38,29 +38,41 @@ class PrefectAPI:
 @contextmanager
 def prefect_api(port: int) -> Iterator[PrefectAPI]:
     """Connect to the configured or already running server, or start one, stopped again on exit."""
-    from prefect.settings import PREFECT_API_URL
-
-    configured = PREFECT_API_URL.value()
+    configured = configured_api()
     if configured:
-        if not healthy(configured):
-            raise ServeError(
-                f"no Prefect server answers at PREFECT_API_URL={configured}: start it, or unset "
-                f"PREFECT_API_URL and `selfmm serve` starts one on {LOOPBACK}"
-            )
         yield PrefectAPI(configured, None)
         return
     url = f"http://{LOOPBACK}:{port}/api"
     if healthy(url):
         yield PrefectAPI(url, None)
         return
-    if port_taken(port):
-        raise ServeError(
-            f"{LOOPBACK}:{port} is taken by something that is not a Prefect server; "
-            f"choose another port (selfmm serve --port, or params serve.port)"
-        )
+    check_port_free(port)
     home = Path(os.environ.get("PREFECT_HOME") or ".prefect")
     with prefect_server(home, port) as server:
         yield PrefectAPI(url, server)
+
+
+def configured_api() -> str | None:
+    """``PREFECT_API_URL``, if set: a ServeError when no server answers there."""
+    from prefect.settings import PREFECT_API_URL
+
+    configured = PREFECT_API_URL.value()
+    if configured and not healthy(configured):
+        raise ServeError(
+            f"no Prefect server answers at PREFECT_API_URL={configured}: start it, or unset "
+            f"PREFECT_API_URL and `selfmm serve` starts one on {LOOPBACK}"
+        )
+    return configured or None
+
+
+def check_port_free(port: int) -> None:
+    """A ServeError when something that is not a Prefect server listens on the port."""
+    with socket.socket() as s:
+        if s.connect_ex((LOOPBACK, port)) == 0:
+            raise ServeError(
+                f"{LOOPBACK}:{port} is taken by something that is not a Prefect server; "
+                f"choose another port (selfmm serve --port, or params serve.port)"
+            )
 
 
 @contextmanager
@@ -130,11 +142,6 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
             return response.status == 200
     except OSError:
         return False
-
-
-def port_taken(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex((LOOPBACK, port)) == 0
 
 
 def stop_group(process: subprocess.Popen, grace: float = GRACE) -> None:

@@ -36,9 +36,11 @@ class AudioFeatureSet(str, Enum):
     imports no openSMILE (0.6 s, and training never runs it); tests/features/test_audio.py checks the two agree."""
 
     ComParE_2016 = "ComParE_2016"
-    GeMAPS = "GeMAPS"
+    GeMAPS = "GeMAPS"  # openSMILE's older name of GeMAPSv01a
+    GeMAPSv01a = "GeMAPSv01a"
     GeMAPSv01b = "GeMAPSv01b"
-    eGeMAPS = "eGeMAPS"
+    eGeMAPS = "eGeMAPS"  # openSMILE's older name of eGeMAPSv01a
+    eGeMAPSv01a = "eGeMAPSv01a"
     eGeMAPSv01b = "eGeMAPSv01b"
     eGeMAPSv02 = "eGeMAPSv02"
     emobase = "emobase"
@@ -226,9 +228,14 @@ def _mapping(data: Any, where: str) -> dict[str, Any]:
     return data
 
 
+def json_sha256(data: Any) -> str:
+    """SHA-256 of JSON-ready data written canonically (keys sorted): equal data, equal hash."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 def stable_hash(data: Any) -> str:
-    """Short stable hash of JSON-ready data (keys sorted): the form of every config and cache key hash."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    """Short stable hash of JSON-ready data: the form of every config and cache key hash."""
+    return json_sha256(data)[:16]
 
 
 def config_hash(config: Any) -> str:

@@ -24,8 +24,6 @@ imports back unchanged. There is no ``text`` key (frozen BERT features): MMSA mo
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import pickle
@@ -36,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from features.config import TextConfig, config_hash, config_to_dict
+from features.config import TextConfig, config_hash, config_to_dict, stable_hash
 from features.errors import PipelineError
 from features.files import atomic_open, file_sha256
 from features.store import SCHEMA_VERSION, FeatureStore, package_version, write_store
@@ -177,7 +175,7 @@ def import_mmsa(
             extractor=EXTRACTOR,
             version=package_version(),
             config=config,
-            config_hash=_dict_hash(config),
+            config_hash=stable_hash(config),
             feature_names=[f"{modality}_{i}" for i in range(first[modality].shape[2])],
         )
     text_config = TextConfig(model=text_model or _guess_text_model(splits), max_length=first["text_bert"].shape[2])
@@ -473,7 +471,3 @@ def _split_dict(clips: list[Clip], widths: dict[str, int], dims: dict[str, int])
     part["media_sha256"] = [c.media_sha256 for c in clips]
     part.update({k: np.array([getattr(c, k) for c in clips], dtype=np.float64) for k in _EXTRA_FLOATS})
     return part
-
-
-def _dict_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]

@@ -76,9 +76,6 @@ class Decision(StrEnum):
     ROLLED_BACK = "rolled back"  # `selfmm rollback` pointed the champion at an earlier release
 
 
-PROMOTED, KEPT, FAILED, NOTHING_TO_DO, ROLLED_BACK = Decision  # the names callers and tests import
-
-
 class RetrainError(PipelineError):
     """A retrain or rollback that could not run or could not finish (the champion is unchanged)."""
 
@@ -434,9 +431,9 @@ def champion_lineage(records: list[dict]) -> list[str | None]:
     rollbacks step further back, like undo), a rollback to any other release appends it. None: pruned."""
     lineage: list[str | None] = []
     for record in records:
-        if record.get("decision") == PROMOTED and "release" in record:
+        if record.get("decision") == Decision.PROMOTED and "release" in record:
             lineage.append(_release_id(record["release"]))
-        elif record.get("decision") == ROLLED_BACK:
+        elif record.get("decision") == Decision.ROLLED_BACK:
             target = _release_id(record.get("release"))
             if target is None:  # pruned since: what came before it is no longer known
                 lineage = [None]
@@ -490,7 +487,7 @@ def rollback(dataset: str, to: str | None = None) -> dict:
         record = {
             "time": _now(),
             "dataset": dataset,
-            "decision": ROLLED_BACK,
+            "decision": Decision.ROLLED_BACK,
             "release": f"releases/{target}",
             "previous": f"releases/{current}",
             "reason": reason,

@@ -7,13 +7,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.artifacts import artifact_key, publish_metrics, store_dataset
-from flows.params import Params, load_params
-from selfmm.config import TrainConfig
-
-
-def train_config(params: Params, overrides: dict | None = None, section: str = "train") -> TrainConfig:
-    """The training config of a params section (``train`` for the demo, ``train_mosi``, ...) plus overrides."""
-    return params.train_config(section, overrides)
+from flows.params import load_params
 
 
 @flow(name="train")
@@ -24,7 +18,7 @@ def train_flow(
     from selfmm.trainer import train
 
     logger = get_run_logger()
-    config = train_config(load_params(params_file), overrides, section)
+    config = load_params(params_file).train_config(section, overrides)
     logger.info("training on %s with seeds %s (text model %s)", features, config.seeds, config.text_model)
     result = train(features, out, config)
     for seed in result.seeds:

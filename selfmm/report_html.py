@@ -11,7 +11,6 @@ that was not given.
 from __future__ import annotations
 
 import csv
-import hashlib
 import html
 import json
 import math
@@ -23,6 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from features.config import json_sha256
 from features.files import atomic_open, atomic_write_text, file_sha256
 from selfmm.metrics import SIMS_BINS, class_indices
 from selfmm.published import PUBLISHED, format_value
@@ -233,7 +233,7 @@ def _provenance(report: dict, bundle: dict, features: Path) -> str:
     general = [
         ["features", f"{features} (SHA-256 {file_sha256(features)})"],
         ["feature config hash", bundle["feature_config_hash"]],
-        ["training config hash", _config_hash(config)],
+        ["training config hash", json_sha256(config)],
         ["seeds", ", ".join(str(s) for s in bundle["seeds"]) + f" (selected: {bundle['selected_seed']})"],
         ["numerics", f"{report['numerics']['mode']}, threads {report['numerics']['threads'] or 'as the machine'}"],
         ["text model", str(bundle["text_model"])],
@@ -256,11 +256,6 @@ def _provenance(report: dict, bundle: dict, features: Path) -> str:
         + _e(json.dumps(config, indent=2, sort_keys=True))
         + "</pre></details></div>"
     )
-
-
-def _config_hash(config: dict) -> str:
-    """SHA-256 of the training config as canonical JSON: equal hashes, equal training knobs."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
 def _number(value: float | None) -> str:

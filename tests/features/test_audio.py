@@ -40,5 +40,5 @@ def test_the_config_enums_name_opensmiles_feature_sets_and_levels():
 
     from features.config import AudioFeatureLevel, AudioFeatureSet
 
-    assert [m.value for m in AudioFeatureSet] == [m.name for m in opensmile.FeatureSet]
-    assert [m.value for m in AudioFeatureLevel] == [m.name for m in opensmile.FeatureLevel]
+    assert [m.value for m in AudioFeatureSet] == list(opensmile.FeatureSet.__members__)  # aliases too
+    assert [m.value for m in AudioFeatureLevel] == list(opensmile.FeatureLevel.__members__)

@@ -12,7 +12,7 @@ from prefect.client.schemas.sorting import ArtifactSort
 from flows import retrain as retrain_module
 from flows.artifacts import artifact_key
 from flows.extract import feature_extract
-from flows.retrain import KEPT, retrain
+from flows.retrain import Decision, retrain
 from flows.train import evaluate_flow, train_flow
 from tests.support.data import write_label_csv
 from tests.support.synthetic import make_synthetic_store, make_text_model
@@ -85,7 +85,7 @@ def test_retrain_publishes_each_decision_with_both_maes(tmp_path, monkeypatch, p
     broken_dataset(tmp_path / "data" / "art")
     (tmp_path / "params.yaml").write_text("build:\n  art: train\n")  # dvc.yaml would have its stages
     decided = {
-        "decision": KEPT,
+        "decision": Decision.KEPT,
         "reason": "valid MAE 0.5000 is not below the champion's 0.4000",
         "challenger": {"valid": {"MAE": 0.5}},
         "champion": {"valid": {"MAE": 0.4}},

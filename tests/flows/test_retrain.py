@@ -20,12 +20,8 @@ from features.types import ClipSpec, DatasetSpec, SourceVideo
 from flows.cli import main
 from flows.params import ServeConfig, load_params, parse_params
 from flows.retrain import (
-    FAILED,
-    KEPT,
-    NOTHING_TO_DO,
-    PROMOTED,
-    ROLLED_BACK,
     DatasetPaths,
+    Decision,
     RetrainError,
     annotations_hash,
     append_history,
@@ -94,7 +90,7 @@ def test_retrain_extracts_only_new_clips_keeps_a_worse_model_and_records_every_d
 
     # Train once: no champion yet, so the model is promoted, and dvc.lock records it.
     first = retrain(dataset="demo")
-    assert first["decision"] == PROMOTED and first["champion"] is None
+    assert first["decision"] == Decision.PROMOTED and first["champion"] is None
     assert first["extraction"] == {"extracted": 10, "cached": 0, "failed": 0, "failed_clips": 0}
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     model_out = next(o for o in lock["stages"]["train@demo"]["outs"] if o["path"] == "build/demo/model")
@@ -117,10 +113,10 @@ def test_retrain_extracts_only_new_clips_keeps_a_worse_model_and_records_every_d
     second = retrain(dataset="demo")
     assert second["extraction"] == {"extracted": 2, "cached": 10, "failed": 0, "failed_clips": 0}
     assert second["data_hash"] != first["data_hash"] and second["clips"] == 12
-    assert second["decision"] == KEPT and second["champion"]["basis"] == "current valid split"
+    assert second["decision"] == Decision.KEPT and second["champion"]["basis"] == "current valid split"
     assert second["challenger"]["valid"]["MAE"] > second["champion"]["valid"]["MAE"]
     assert champion_state(paths) == champion
-    assert retrain(dataset="demo")["decision"] == NOTHING_TO_DO
+    assert retrain(dataset="demo")["decision"] == Decision.NOTHING_TO_DO
 
     # Never two at once: a retrain that finds the dataset's lock held fails at once.
     with exclusive(paths.home / "retrain.lock", "test holder"):
@@ -132,7 +128,11 @@ def test_retrain_extracts_only_new_clips_keeps_a_worse_model_and_records_every_d
         retrain(dataset="demo", stages=["extract@demo", "no-such-stage"], force=True)
     assert champion_state(paths) == champion
     records = history(paths)
-    assert [r["decision"] for r in records] == [PROMOTED, KEPT, FAILED] and "no-such-stage" in records[-1]["error"]
+    assert [r["decision"] for r in records] == [
+        Decision.PROMOTED,
+        Decision.KEPT,
+        Decision.FAILED,
+    ] and "no-such-stage" in records[-1]["error"]
     assert all({"time", "data_hash", "decision"} <= set(r) for r in records)
     assert {"challenger", "champion", "reason", "extraction"} <= set(records[1])
 
@@ -165,7 +165,7 @@ def promote_fake(paths: DatasetPaths, weights: str, keep: int = ServeConfig.keep
         "time": "t",
         "dataset": paths.dataset,
         "data_hash": weights,
-        "decision": PROMOTED,
+        "decision": Decision.PROMOTED,
         "champion": {"release": f"releases/{previous}"} if previous else None,
     }
     record["release"] = str(promote(paths, record, keep))
@@ -200,9 +200,9 @@ def test_rollback_after_two_promotions_makes_the_first_release_champion_again(tm
     assert champion_weights(paths) == "first" and list_releases(paths) == [first, second]
     record = history(paths)[-1]
     assert record == printed
-    assert record["decision"] == ROLLED_BACK and record["release"] == f"releases/{first}"
+    assert record["decision"] == Decision.ROLLED_BACK and record["release"] == f"releases/{first}"
     assert record["previous"] == f"releases/{second}"
-    assert [r["decision"] for r in history(paths)] == [PROMOTED, PROMOTED, ROLLED_BACK]
+    assert [r["decision"] for r in history(paths)] == [Decision.PROMOTED, Decision.PROMOTED, Decision.ROLLED_BACK]
 
     # Rollbacks step back like undo: nothing was champion before the first release.
     with pytest.raises(RetrainError, match="nothing to roll back to"):
@@ -307,14 +307,17 @@ def test_history_names_only_existing_releases_after_pruning(tmp_path, monkeypatc
     rollback("demo")
     made.append(promote_fake(paths, "w3", keep=1))
     records = read_history(paths.history)
-    assert [r["decision"] for r in records] == [PROMOTED] * 3 + [ROLLED_BACK, PROMOTED]  # every record stays
+    assert [r["decision"] for r in records] == [Decision.PROMOTED] * 3 + [
+        Decision.ROLLED_BACK,
+        Decision.PROMOTED,
+    ]  # every record stays
     kept = set(list_releases(paths))
     assert kept == {made[1], made[3]}
     assert {name for r in records for name in named_releases(r)} <= kept
     assert records[0]["release"] is None and records[0]["release_pruned"]
     assert records[1]["champion"] == {"release": None, "release_pruned": records[0]["release_pruned"]}
     assert records[3]["previous"] is None and records[3]["release"] == f"releases/{made[1]}"
-    assert [r["data_hash"] for r in records if r["decision"] == PROMOTED] == ["w0", "w1", "w2", "w3"]
+    assert [r["data_hash"] for r in records if r["decision"] == Decision.PROMOTED] == ["w0", "w1", "w2", "w3"]
     # Nothing before the pruned one to roll back to past the champion's predecessor.
     assert rollback("demo")["release"] == f"releases/{made[1]}"
     with pytest.raises(RetrainError, match="nothing to roll back to|was pruned"):

@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from features import portable_math
 from features.errors import ConfigError, PipelineError
@@ -108,7 +108,19 @@ def _runs_flow(args: argparse.Namespace) -> bool:
     return args.command in ("extract", "train", "retrain") or (args.command == "evaluate" and bool(args.report))
 
 
+def _option(*names: str, **settings: Any) -> argparse.ArgumentParser:  # Any: add_argument's keywords
+    """A parent parser with one option that several subcommands share, spelled once."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(*names, **settings)
+    return parent
+
+
 def _parser() -> argparse.ArgumentParser:
+    from selfmm.config import DEVICES
+
+    params = _option("--params", default=None, help="params file (default: the project's params.yaml, if any)")
+    cache = _option("--cache-dir", default=None, help="shard cache folder (default: params run.cache_dir)")
+    as_json = _option("--json", action="store_true", help="machine-readable output")
     parser = argparse.ArgumentParser(prog="selfmm", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     parser.add_argument(
@@ -116,10 +128,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command")
 
-    p = sub.add_parser("extract", help="raw dataset folder -> HDF5 feature store (runs the feature-extract flow)")
+    p = sub.add_parser(
+        "extract",
+        parents=[params, cache],
+        help="raw dataset folder -> HDF5 feature store (runs the feature-extract flow)",
+    )
     p.add_argument("--dataset", required=True, help="dataset folder (MMSA layout) or a name under data/")
     p.add_argument("--out", required=True, type=Path, help="the .h5 store to write")
-    p.add_argument("--params", default=None, help="params file (default: params.yaml if present)")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -128,7 +143,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override an extract setting, e.g. --set face.fps=5 (repeatable)",
     )
-    p.add_argument("--cache-dir", default=None, help="shard cache folder (default: params run.cache_dir)")
     p.add_argument(
         "--workers",
         type=int,
@@ -158,14 +172,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus folder")
     p.set_defaults(handler=_demo_corpus)
 
-    p = sub.add_parser("train", help="train Self-MM on a feature store (runs the train flow)")
+    p = sub.add_parser("train", parents=[params], help="train Self-MM on a feature store (runs the train flow)")
     p.add_argument("--features", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="model bundle folder")
-    p.add_argument("--params", default=None, help="params file (default: params.yaml if present)")
     p.add_argument("--section", default="train", help="the params section to read (default: train)")
     p.add_argument("--preset", default=None, help="mosi | mosei | sims | demo (default: the section's preset)")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
-    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default=None, choices=DEVICES)
     p.add_argument(
         "--set",
         dest="overrides",
@@ -176,22 +189,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_train)
 
-    p = sub.add_parser("evaluate", help="metrics of a trained bundle on a split, per seed and mean +- std")
+    p = sub.add_parser(
+        "evaluate", parents=[as_json], help="metrics of a trained bundle on a split, per seed and mean +- std"
+    )
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--features", required=True, type=Path)
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument(
         "--report",
         type=Path,
         default=None,
         help="also write metrics.json and plot tables here (runs the evaluate flow)",
     )
-    p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_evaluate)
 
     p = sub.add_parser(
-        "predict", help="fused and per-modality sentiment of a media file, a folder of media or a dataset folder"
+        "predict",
+        parents=[params, cache, as_json],
+        help="fused and per-modality sentiment of a media file, a folder of media or a dataset folder",
     )
     p.add_argument(
         "media",
@@ -208,16 +224,16 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="predictions.csv to write, one row per clip (default: predictions.csv for a folder; none for a file)",
     )
-    p.add_argument("--cache-dir", default=None, help="shard cache folder (default: params run.cache_dir)")
-    p.add_argument("--params", default=None, help="params file (default: params.yaml if present)")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_predict)
 
-    p = sub.add_parser("serve-model", help="an HTTP prediction service that follows a champion (or serves a bundle)")
+    p = sub.add_parser(
+        "serve-model",
+        parents=[params],
+        help="an HTTP prediction service that follows a champion (or serves a bundle); params serve.model",
+    )
     p.add_argument("--model", required=True, type=Path, help="models/<dataset>/champion, or a model bundle")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--params", default=None, help="params file (default: params.yaml if present): serve.model")
     p.set_defaults(handler=_serve_model)
 
     p = sub.add_parser("import-mmsa", help="MMSA pickle (unaligned_50.pkl, ...) -> feature store")
@@ -258,9 +274,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_rollback)
 
-    p = sub.add_parser("info", help="summarise a feature store")
+    p = sub.add_parser("info", parents=[as_json], help="summarise a feature store")
     p.add_argument("store", type=Path)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_info)
     return parser
 

@@ -16,6 +16,8 @@ from features.config import check_fields
 from features.errors import ConfigError
 from selfmm.numerics import Numerics
 
+DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when present (the CPU under portable numerics)
+
 REFERENCE_SEEDS = [1111, 1112, 1113, 1114, 1115]
 METRIC_FAMILIES = ("mosi", "sims")  # mosi: MOSI/MOSEI metrics on [-3, 3]; sims: SIMS metrics on [-1, 1]
 
@@ -98,8 +100,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.metrics not in METRIC_FAMILIES:
             raise ConfigError(f"metrics must be one of {METRIC_FAMILIES}, not {self.metrics!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be {', '.join(DEVICES)}, not {self.device!r}")
         if self.ulgm not in [r.value for r in LabelRule]:
             raise ConfigError(f"ulgm must be one of {', '.join(r.value for r in LabelRule)}, not {self.ulgm!r}")
         if self.numerics not in [n.value for n in Numerics]:

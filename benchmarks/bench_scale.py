@@ -1,7 +1,7 @@
 """MOSEI scale, simulated: the merge, `selfmm info`, one epoch of data loading, the retrain flow's change detection
 and `dvc status` on a MOSEI-shaped workload on disk, at one or more fractions of MOSEI's size.
 
-Run: flock /tmp/bench.lock .venv/bin/python benchmarks/bench_scale.py --scale 0.25 1.0
+Run: flock /tmp/bench.lock .venv/bin/python -m benchmarks.bench_scale --scale 0.25 1.0
 
 The workload, at ``--scale 1``: 3,228 source videos and 23,259 segments, as CMU-MOSEI has (segments per video
 log-normal around MOSEI's median of 5, durations log-normal with MOSEI's median 6.5 s and mean 7.6 s, from
@@ -46,7 +46,6 @@ import numpy as np
 if TYPE_CHECKING:
     from features.types import DatasetSpec
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 BIN = Path(sys.executable).parent
 MOSEI_SOURCES, MOSEI_SEGMENTS = 3228, 23259

@@ -1,6 +1,6 @@
 """What a user's commands leave running: the CPU the project's processes use in the 60 s after a command ends.
 
-Run: flock /tmp/bench.lock .venv/bin/python benchmarks/bench_server_idle.py [--seconds 60]
+Run: flock /tmp/bench.lock .venv/bin/python -m benchmarks.bench_server_idle [--seconds 60]
 (from another checkout, with this venv, to measure that checkout's code)
 In a scratch git+DVC project (its own ``.prefect/``, no PREFECT_API_URL, a free port, one real MOSI clip), two
 cases, each from no server: ``dvc repro`` of a one-stage pipeline that runs ``selfmm extract``, and the same

@@ -9,9 +9,9 @@ mp4, no file field, a 1 MB transcript), and every answer is checked: the clip mu
 a reference prediction, a bad upload its 4xx, never a 500 or a 200. Prints the wrong answers, the status counts,
 p50 and p95, and the service's resident memory at the start, after the warm-up and at the end.
 
-    python benchmarks/bench_service.py --model build/demo/model --clip data/demo/Raw/feat_f13_000/001.mp4
-    python benchmarks/bench_service.py --model models/demo/champion --clip CLIP --concurrency 4 --requests 40
-    python benchmarks/bench_service.py --model build/demo/model --clip CLIP --soak --requests 1000 --concurrency 16
+    python -m benchmarks.bench_service --model build/demo/model --clip data/demo/Raw/feat_f13_000/001.mp4
+    python -m benchmarks.bench_service --model models/demo/champion --clip CLIP --concurrency 4 --requests 40
+    python -m benchmarks.bench_service --model build/demo/model --clip CLIP --soak --requests 1000 --concurrency 16
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.support.data import free_port  # noqa: E402
+from tests.support.data import free_port
 
 GOOD = "good clip"
 SCORES = ("fused", "T", "A", "V")

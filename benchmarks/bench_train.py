@@ -15,10 +15,10 @@ With ``--mmsa`` the same store also trains MMSA 2.2.1's own Self-MM (bench_mmsa_
 and the last line sets dynamic padding's samples/s and peak memory against MMSA's. ``--stream`` adds a mode that
 reads each clip from the HDF5 file when a batch needs it (a memory budget of 0) instead of holding the split.
 
-    python benchmarks/bench_train.py --epochs 1 --threads 2 --mmsa --bucket --stream   # the issue-14 table
-    python benchmarks/bench_train.py --epochs 3 --bucket --threads 1      # CPU, MiniLM
-    python benchmarks/bench_train.py --text-model random-bert-base --scale 0.25 --epochs 2
-    python benchmarks/bench_train_cuda.py                                 # CUDA, also --amp and --bucket
+    python -m benchmarks.bench_train --epochs 1 --threads 2 --mmsa --bucket --stream   # the issue-14 table
+    python -m benchmarks.bench_train --epochs 3 --bucket --threads 1      # CPU, MiniLM
+    python -m benchmarks.bench_train --text-model random-bert-base --scale 0.25 --epochs 2
+    python -m benchmarks.bench_train_cuda                                 # CUDA, also --amp and --bucket
 """
 
 from __future__ import annotations
@@ -29,21 +29,19 @@ import json
 import multiprocessing
 import os
 import resource
-import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from transformers import AutoConfig, AutoModel, AutoTokenizer  # noqa: E402
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from features.text_models import resolve_model  # noqa: E402
-from selfmm.config import preset  # noqa: E402
-from selfmm.predict import predict_store  # noqa: E402
-from selfmm.trainer import train  # noqa: E402
-from tests.support.synthetic import make_synthetic_store, make_text_model  # noqa: E402
+from features.text_models import resolve_model
+from selfmm.config import preset
+from selfmm.predict import predict_store
+from selfmm.trainer import train
+from tests.support.synthetic import make_synthetic_store, make_text_model
 
 MOSI_SIZES = {"train": 1284, "valid": 229, "test": 686}
 MOSI_PADDING = [50, 375, 500]  # tokens, audio frames, video frames of MMSA's MOSI unaligned_50.pkl

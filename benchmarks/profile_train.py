@@ -5,29 +5,26 @@ weights: MiniLM over the batch's padded tokens, each LSTM over its padded frames
 ULGM's update, Adam's step (one per ``update_epochs`` batches, shown per batch), and loading plus collation.
 The sum is set beside a whole training step, so the rest is Python overhead between the parts.
 
-    flock /tmp/bench.lock .venv/bin/python benchmarks/profile_train.py --batches 30 [--bucket] [--threads 2]
+    flock /tmp/bench.lock .venv/bin/python -m benchmarks.profile_train --batches 30 [--bucket] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks.bench_train import _default_text_model, build_workload  # noqa: E402
-from features.store import FeatureStore  # noqa: E402
-from selfmm.config import preset  # noqa: E402
-from selfmm.data import Batch, ClipDataset, feature_dims, make_loader  # noqa: E402
-from selfmm.model import SelfMM, cls_state, load_text_encoder  # noqa: E402
-from selfmm.trainer import make_optimizer, multitask_loss  # noqa: E402
-from selfmm.ulgm import ULGM  # noqa: E402
+from benchmarks.bench_train import _default_text_model, build_workload
+from features.store import FeatureStore
+from selfmm.config import preset
+from selfmm.data import Batch, ClipDataset, feature_dims, make_loader
+from selfmm.model import SelfMM, cls_state, load_text_encoder
+from selfmm.trainer import make_optimizer, multitask_loss
+from selfmm.ulgm import ULGM
 
 
 def timed(run: Callable[[Batch], object], batches: list[Batch]) -> float:

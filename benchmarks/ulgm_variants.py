@@ -9,7 +9,7 @@ as mean ± std over the seeds.
 (and H) multiplied by 3, so labels lie in [-3, 3] as MOSI's do, scored with the MOSI metrics. A rule that
 respects the label scale gives the same recovery on both.
 
-    python benchmarks/ulgm_variants.py [--features build/demo/features.h5] [--scales 1 3] [--rules ...]
+    python -m benchmarks.ulgm_variants [--features build/demo/features.h5] [--scales 1 3] [--rules ...]
 
 Runs under the preset's numerics (portable for the demo: the numbers reproduce on any x86-64 CPU with AVX2).
 """

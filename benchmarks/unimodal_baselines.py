@@ -6,7 +6,7 @@ y_s, with the preset's optimiser, batches and early stopping on the head's valid
 trained. The test metrics of that head against y_s are the ceiling for what ULGM's generated labels could
 teach the same head, and a check that each modality's signal can be learned at all.
 
-    python benchmarks/unimodal_baselines.py [--features build/demo/features.h5] [--preset demo]
+    python -m benchmarks.unimodal_baselines [--features build/demo/features.h5] [--preset demo]
 
 Runs under the preset's numerics (portable for the demo: the numbers reproduce on any x86-64 CPU with AVX2).
 """

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from prefect.testing.utilities import prefect_test_harness
@@ -166,6 +167,9 @@ def test_data_kept_elsewhere_is_named_by_the_deployment_and_relative_paths_are_t
     assert again["sources"]["cached"] == 3 and (project / "build/mosi/again.h5").is_file()
 
 
+FPS_2 = {"face": {"fps": 2.0}}
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 16 MiB tmpfs mounted in the test's folder (root only), unmounted after."""
@@ -183,9 +187,11 @@ def small_disk(tmp_path):
 def test_a_full_disk_stops_the_run_with_one_clear_error_and_a_re_run_after_freeing_space_finishes(
     mosi_dataset, tmp_path, small_disk
 ):
-    settings = {"data": str(mosi_dataset), "overrides": {"face": {"fps": 2.0}}}
+    def extract(out: Path, cache: Path) -> dict:
+        return feature_extract(data=str(mosi_dataset), out=str(out), cache_dir=str(cache), overrides=FPS_2)
+
     reference = tmp_path / "reference.h5"
-    feature_extract(out=str(reference), cache_dir=str(tmp_path / "cache"), **settings)
+    extract(reference, tmp_path / "cache")
     written = reference.stat().st_size + sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*") if f.is_file())
     free = shutil.disk_usage(small_disk).free
     with open(small_disk / "ballast", "wb") as ballast:  # leaves room for about half of what the run writes
@@ -195,12 +201,12 @@ def test_a_full_disk_stops_the_run_with_one_clear_error_and_a_re_run_after_freei
     out, cache = small_disk / "features.h5", small_disk / "cache"
     started = time.monotonic()
     with pytest.raises(DiskFull) as err:
-        feature_extract(out=str(out), cache_dir=str(cache), **settings)
+        extract(out, cache)
     assert "the disk is full" in str(err.value) and str(err.value).startswith(str(small_disk))
     assert time.monotonic() - started < 60  # no retries of a disk that stays full
     assert not out.exists() and not list(small_disk.rglob("*.tmp-*"))  # nothing half-written to trust
 
     (small_disk / "ballast").unlink()
-    summary = feature_extract(out=str(out), cache_dir=str(cache), **settings)
+    summary = extract(out, cache)
     assert summary["sources"]["cached"] >= 1  # what was written whole before the disk filled is reused
     assert out.read_bytes() == reference.read_bytes()

@@ -493,7 +493,7 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from flows.retrain import rollback
+    from flows.releases import rollback
 
     print(json.dumps(rollback(args.dataset, to=args.to), indent=2))
     return 0

@@ -25,7 +25,8 @@ from features.errors import ConfigError
 from flows.extract import feature_extract, make_task_runner
 from flows.params import Params, RunConfig
 from flows.predict import incoming_folder, predict_flow
-from flows.retrain import DatasetPaths, dvc_stages, retrain
+from flows.releases import DatasetPaths
+from flows.retrain import dvc_stages, retrain
 from flows.train import train_flow
 
 

@@ -15,7 +15,7 @@ from features.cache import ShardCache
 from features.types import DatasetError
 from flows.artifacts import artifact_key
 from flows.params import load_params
-from flows.retrain import DatasetPaths
+from flows.releases import DatasetPaths
 from selfmm.batch import extraction_config, find_inputs, predict_inputs, summary, write_predictions
 from selfmm.bundle import load_bundle
 from selfmm.predict import Predictor

@@ -5,7 +5,7 @@
     GET  /model     provenance, metrics and release of the model being served
 
 It follows the champion: ``--model models/<d>/champion`` is a link that a promotion or a rollback swaps in one
-rename (flows/retrain.py); each request resolves it, and a new target is loaded once and served from then on. A
+rename (flows/releases.py); each request resolves it, and a new target is loaded once and served from then on. A
 target that cannot be loaded (a release still being copied, a bundle whose files fail its manifest) is not served:
 the previous model goes on, and /health says why (the file and the problem). Uploads stream into a private temporary
 folder (removed after each request), counted as they arrive, so one over the size limit is refused before it is

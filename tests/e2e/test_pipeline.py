@@ -110,10 +110,11 @@ def test_dvc_repro_from_scratch_twice_gives_identical_metrics_and_survives_bad_i
 
 
 def test_the_dvc_stages_write_where_the_flows_read():
-    """dvc.yaml's stages per dataset and flows/retrain.py's DatasetPaths name the same folders."""
+    """dvc.yaml's stages per dataset and flows/releases.py's DatasetPaths name the same folders."""
     from dvc.repo import Repo
 
-    from flows.retrain import DatasetPaths, dvc_stages
+    from flows.releases import DatasetPaths
+    from flows.retrain import dvc_stages
     from tests.support.data import REPO
 
     with Repo(str(REPO)) as repo:

@@ -12,7 +12,8 @@ from prefect.client.schemas.sorting import ArtifactSort
 from flows import retrain as retrain_module
 from flows.artifacts import artifact_key
 from flows.extract import feature_extract
-from flows.retrain import Decision, retrain
+from flows.releases import Decision
+from flows.retrain import retrain
 from flows.train import evaluate_flow, train_flow
 from tests.support.data import write_label_csv
 from tests.support.synthetic import make_synthetic_store, make_text_model

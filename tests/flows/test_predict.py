@@ -12,7 +12,7 @@ from features.types import DatasetError
 from flows.deployments import build_deployments, served_datasets
 from flows.params import RunConfig, parse_params
 from flows.predict import predict_flow
-from flows.retrain import DatasetPaths, promote
+from flows.releases import DatasetPaths, promote
 
 
 def test_predict_flow_writes_predictions_and_a_table_artifact(real_models, tmp_path, monkeypatch, prefect_server):

@@ -19,22 +19,20 @@ from features.hash_index import MediaHashes
 from features.types import ClipSpec, DatasetSpec, SourceVideo
 from flows.cli import main
 from flows.params import ServeConfig, load_params, parse_params
-from flows.retrain import (
+from flows.releases import (
     DatasetPaths,
     Decision,
     RetrainError,
-    annotations_hash,
     append_history,
-    better,
     current_release,
     exclusive,
     list_releases,
     promote,
     prune_releases,
     read_history,
-    retrain,
     rollback,
 )
+from flows.retrain import annotations_hash, better, retrain
 from selfmm.bundle import BundleError, verify_bundle, write_manifest
 from tests.support.data import REPO
 from tests.support.projects import project

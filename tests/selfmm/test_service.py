@@ -15,7 +15,7 @@ import av
 import httpx
 import pytest
 
-from flows.retrain import DatasetPaths, promote, rollback
+from flows.releases import DatasetPaths, promote, rollback
 from selfmm.bundle import load_bundle
 from selfmm.service import ServiceSettings, create_app
 from tests.support.data import MOSI_CLIPS, MOSI_MEDIA, flip_a_byte

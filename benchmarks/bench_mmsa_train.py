@@ -58,7 +58,8 @@ from transformers import AutoConfig
 
 from benchmarks.bench_train import MOSI_PADDING, SHOWN, add_workload_arguments, build_workload
 from features.files import atomic_open
-from features.mmsa import export_mmsa, load_pickle
+from features.mmsa import export_mmsa
+from features.safe_pickle import load_pickle
 from features.types import SPLITS
 
 MMSA_MODEL, MMSA_DATASET = "self_mm", "mosi"

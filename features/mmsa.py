@@ -12,8 +12,8 @@ the MOSI/MOSEI pickles were built). The side is detected from where the non-zero
 extent of the non-zero frames, so no non-zero frame is ever dropped and no padding is ever kept.
 Non-finite values (the -inf of COVAREP, which MMSA's loader zeroes) become 0. The frozen BERT features under
 ``text`` are not imported: Self-MM fine-tunes BERT from the token ids. What was found is recorded in
-each modality's provenance config. Untrusted files are read with an unpickler that admits only numpy
-array reconstruction and plain builtins.
+each modality's provenance config. Untrusted files are read with features.safe_pickle, which admits
+only numpy array reconstruction and plain builtins.
 
 Export: the keys MMSA's loader reads, each modality zero-padded at the end to one length (the longest, or
 MMSA-FET's int(mean + 3 std), or a given number; longer clips are truncated and their lengths capped), plus
@@ -37,6 +37,7 @@ import numpy as np
 from features.config import TextConfig, config_hash, config_to_dict, stable_hash
 from features.errors import PipelineError
 from features.files import atomic_open, file_sha256
+from features.safe_pickle import load_pickle
 from features.store import SCHEMA_VERSION, FeatureStore, package_version, write_store
 from features.types import SPLITS, Clip, Failure, ModalityProvenance, check_id
 
@@ -49,39 +50,9 @@ UNIMODAL = ("T", "A", "V")
 FRAME_MODALITIES = ("audio", "vision")
 _EXTRA_FLOATS = ("start", "end", "audio_rate", "vision_fps")  # per-clip attributes MMSA has no key for
 
-_SAFE_BUILTINS = (
-    "list",
-    "dict",
-    "tuple",
-    "set",
-    "frozenset",
-    "str",
-    "bytes",
-    "bytearray",
-    "int",
-    "float",
-    "complex",
-    "bool",
-)
-_NUMPY_GLOBALS = {"multiarray": ("_reconstruct", "scalar"), "numeric": ("_frombuffer",)}
-ALLOWED_GLOBALS = frozenset(
-    {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # _codecs.encode: bytes in protocol 2
-    | {
-        (f"numpy.{core}.{module}", name)
-        for core in ("core", "_core")
-        for module, names in _NUMPY_GLOBALS.items()
-        for name in names
-    }
-    | {("builtins", name) for name in _SAFE_BUILTINS}
-)
-
 
 class MmsaError(PipelineError):
     """A pickle that is not a usable MMSA feature file, or a store that cannot be exported."""
-
-
-class UnsafePickleError(MmsaError):
-    """A pickle that names a global outside ALLOWED_GLOBALS: it could run code, so it is not loaded."""
 
 
 class Padding(str, Enum):
@@ -97,28 +68,6 @@ class LengthRule(str, Enum):
 
     MAX = "max"  # the longest clip: nothing truncated
     MEAN_3STD = "mean+3std"  # MMSA-FET's int(mean + 3 std) over all clips
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        module = "builtins" if module == "__builtin__" else module  # protocol-2 pickles
-        if (module, name) not in ALLOWED_GLOBALS:
-            raise UnsafePickleError(
-                f"refusing to load global {module}.{name}: an MMSA pickle may only hold "
-                "numpy arrays and plain builtins (this one could run code)"
-            )
-        return super().find_class(module, name)
-
-
-def load_pickle(path: str | Path) -> Any:
-    """Unpickle a file with the restricted unpickler (see ALLOWED_GLOBALS)."""
-    with open(path, "rb") as f:
-        try:
-            return _RestrictedUnpickler(f).load()
-        except UnsafePickleError as err:
-            raise UnsafePickleError(f"{path}: {err}") from None
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError) as err:
-            raise MmsaError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") from None
 
 
 # ---- import -----------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ import pickle
 import numpy as np
 import pytest
 
-from features.mmsa import LengthRule, MmsaError, Padding, UnsafePickleError, export_mmsa, import_mmsa, load_pickle
+from features.mmsa import LengthRule, MmsaError, Padding, export_mmsa, import_mmsa
+from features.safe_pickle import PickleError, UnsafePickleError, load_pickle
 from features.store import FeatureStore, write_store
 from features.types import Clip, Failure, ModalityProvenance, Stage
 
@@ -343,7 +344,7 @@ def test_malformed_pickles_are_clear_errors(tmp_path):
             import_mmsa(write_pickle(tmp_path / "bad.pkl", data), tmp_path / "bad.h5")
         assert not (tmp_path / "bad.h5").exists()
     (tmp_path / "junk.pkl").write_bytes(b"not a pickle at all")
-    with pytest.raises(MmsaError, match="not a readable pickle"):
+    with pytest.raises(PickleError, match="not a readable pickle"):
         import_mmsa(tmp_path / "junk.pkl", tmp_path / "bad.h5")
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from features import portable_math
 from selfmm.bundle import MANIFEST_FILE, verify_bundle, write_manifest
-from selfmm.service import LoadedModel
+from selfmm.model_service import LoadedModel
 
 
 def files_of(path: Path) -> list[Path]:

@@ -436,7 +436,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _serve_model(args: argparse.Namespace) -> int:
     from flows.params import load_params
-    from selfmm.service import ServiceSettings, serve_model
+    from selfmm.model_service import ServiceSettings, serve_model
 
     limits = load_params(args.params).serve.model
     settings = ServiceSettings(
@@ -465,7 +465,7 @@ def _export_mmsa(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from flows.serve import serve
+    from flows.deployment_runner import serve
 
     serve(args.port)
     return 0

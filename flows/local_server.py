@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 from filelock import FileLock
 
-from flows.server import (
+from flows.prefect_server import (
     GRACE,
     LOOPBACK,
     STARTUP_TIMEOUT,

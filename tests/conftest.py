@@ -61,7 +61,7 @@ def prefect_server(tmp_path_factory) -> Iterator[str]:
     production code of `selfmm serve`); flows called in this process report to it, and so do their DVC stages."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.server import prefect_server as start_server
+    from flows.prefect_server import prefect_server as start_server
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
@@ -103,6 +103,6 @@ def one_torch_thread():
 def real_models(tmp_path_factory):
     """Two tiny bundles trained on features extracted here from three real MOSI clips and five synthetic talking
     faces: they accept what the extractors make from raw media (batch prediction, the model service)."""
-    from tests.support.service import make_real_models
+    from tests.support.model_service import make_real_models
 
     return make_real_models(tmp_path_factory.mktemp("real-models"))

@@ -10,7 +10,7 @@ import yaml
 
 from features.store import FeatureStore
 from tests.support.projects import make_project, run
-from tests.support.serving import processes_in
+from tests.support.serve_command import processes_in
 
 
 def changed_stages(root: Path, code: str, old: str, new: str) -> set[str]:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.data import free_port
 from tests.support.projects import BIN, project, sh
-from tests.support.serving import processes_in, serving
+from tests.support.serve_command import processes_in, serving
 
 STARTED = "selfmm: started a local Prefect server, UI and API at http://127.0.0.1:{port}"
 

@@ -13,7 +13,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from tests.support.browser import CHROMIUM, NO_CHROMIUM
 from tests.support.data import free_port
 from tests.support.projects import project, sh
-from tests.support.serving import finished, flow_run_id, serving
+from tests.support.serve_command import finished, flow_run_id, serving
 
 NO_SERVER = "Unable to connect to Prefect server"  # what the UI shows when its API url is wrong
 

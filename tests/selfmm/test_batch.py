@@ -12,7 +12,7 @@ from selfmm.batch import COLUMNS, extraction_config, find_inputs, predict_inputs
 from selfmm.bundle import load_bundle
 from selfmm.predict import Predictor
 from tests.support.data import MOSI_CLIPS, MOSI_MEDIA, write_label_csv
-from tests.support.service import talking_face
+from tests.support.model_service import talking_face
 
 
 def read_rows(path: Path) -> list[dict]:

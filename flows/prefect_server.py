@@ -25,7 +25,7 @@ STARTUP_TIMEOUT = 120.0  # seconds for a new server to answer (about 11 s on a n
 GRACE = 10.0  # seconds a process gets between SIGTERM and SIGKILL
 
 
-class ServeError(PipelineError):
+class PrefectServerError(PipelineError):
     """The Prefect server could not be reached or started."""
 
 
@@ -53,12 +53,12 @@ def prefect_api(port: int) -> Iterator[PrefectAPI]:
 
 
 def configured_api() -> str | None:
-    """``PREFECT_API_URL``, if set: a ServeError when no server answers there."""
+    """``PREFECT_API_URL``, if set: a PrefectServerError when no server answers there."""
     from prefect.settings import PREFECT_API_URL
 
     configured = PREFECT_API_URL.value()
     if configured and not healthy(configured):
-        raise ServeError(
+        raise PrefectServerError(
             f"no Prefect server answers at PREFECT_API_URL={configured}: start it, or unset "
             f"PREFECT_API_URL and `selfmm serve` starts one on {LOOPBACK}"
         )
@@ -66,10 +66,10 @@ def configured_api() -> str | None:
 
 
 def check_port_free(port: int) -> None:
-    """A ServeError when something that is not a Prefect server listens on the port."""
+    """A PrefectServerError when something that is not a Prefect server listens on the port."""
     with socket.socket() as s:
         if s.connect_ex((LOOPBACK, port)) == 0:
-            raise ServeError(
+            raise PrefectServerError(
                 f"{LOOPBACK}:{port} is taken by something that is not a Prefect server; "
                 f"choose another port (selfmm serve --port, or params serve.port)"
             )
@@ -125,11 +125,11 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float, log_path: P
     while not healthy(url):
         if server.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:]
-            raise ServeError(
+            raise PrefectServerError(
                 f"prefect server exited with code {server.returncode} before answering; {log_path}:\n{tail}"
             )
         if time.monotonic() > deadline:
-            raise ServeError(f"prefect server did not answer at {url} within {timeout:.0f} s; see {log_path}")
+            raise PrefectServerError(f"prefect server did not answer at {url} within {timeout:.0f} s; see {log_path}")
         time.sleep(0.5)
 
 

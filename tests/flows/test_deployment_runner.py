@@ -17,7 +17,7 @@ from features.store import FeatureStore
 from flows.cli import main
 from tests.support.data import REPO, free_port
 from tests.support.projects import env, project, sh
-from tests.support.serving import finished, flow_run_id, processes_in, serving
+from tests.support.serve_command import finished, flow_run_id, processes_in, serving
 
 
 @pytest.mark.slow

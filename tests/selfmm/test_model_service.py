@@ -17,9 +17,9 @@ import pytest
 
 from flows.releases import DatasetPaths, promote, rollback
 from selfmm.bundle import load_bundle
-from selfmm.service import ServiceSettings, create_app
+from selfmm.model_service import ServiceSettings, create_app
 from tests.support.data import MOSI_CLIPS, MOSI_MEDIA, flip_a_byte
-from tests.support.service import running, talking_face
+from tests.support.model_service import running, talking_face
 
 SETTINGS = ServiceSettings(max_upload_bytes=2 * 2**20, max_concurrent=2, max_waiting=16)
 

@@ -47,7 +47,7 @@ from selfmm.predict import Predictor
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks  # a TypedDict defined for type checkers only
 
-log = logging.getLogger("selfmm.service")
+log = logging.getLogger("selfmm.model_service")
 
 MAX_TEXT_BYTES = 64 * 1024  # a transcript part longer than this is refused (the tokenizer keeps far less)
 DRAIN_BYTES = 4 * 2**20  # after refusing an upload, read at most this much more of it so the client sees the answer

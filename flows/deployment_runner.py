@@ -25,8 +25,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from flows.deployments import build_deployments, served_datasets
 from flows.local_server import LocalServerFiles, take_lease
 from flows.params import load_params
+from flows.prefect_server import GRACE, PrefectAPI, prefect_api
 from flows.releases import DatasetPaths
-from flows.server import GRACE, PrefectAPI, prefect_api
 
 
 def serve(port: int | None = None) -> None:

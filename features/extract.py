@@ -305,14 +305,21 @@ def _assemble(
     )
 
 
+def unlabelled_source(media: Path, text: str) -> SourceVideo:
+    """One whole file as one clip without a label. The same ids for every file, so that its shards do not depend
+    on its name."""
+    spec = ClipSpec(video_id="input", clip_id="0", text=text.strip(), label=math.nan, split="test")
+    return SourceVideo(media=media, clips=[spec])
+
+
 def extract_file(media: str | Path, text: str, config: ExtractConfig) -> Clip:
     """Features of one raw, unlabelled file (no cache): what ``selfmm predict`` feeds a trained model.
 
     An empty ``text`` is allowed here (the transcript may be unknown); bad media raise MediaError.
     """
     media = Path(media)
-    spec = ClipSpec(video_id="input", clip_id="0", text=text.strip(), label=math.nan, split="test")
-    source = SourceVideo(media=media, clips=[spec])
+    source = unlabelled_source(media, text)
+    spec = source.clips[0]
     extractors = thread_extractors(config)
     audio, vision = _compute(source, config, extractors, None, None)
     clip = _assemble(spec, audio, vision, file_sha256(media), config, extractors, require_text=False)

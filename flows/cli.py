@@ -8,8 +8,6 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from flows.local_server import local_api
         from flows.params import load_params
+        from selfmm.numerics import environment
 
         serve = load_params(getattr(args, "params", None)).serve
         url = local_api(serve.port, serve.idle_stop_s)
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         # thread waits out its 1 s sleep, twice per command. The served deployments keep them.
         with (
             temporary_settings(updates={PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
-            _environ("PREFECT_API_URL", url),  # DVC stages too
+            environment("PREFECT_API_URL", url),  # DVC stages too
         ):
             return args.handler(args) or 0
     except PipelineError as err:
@@ -75,20 +74,6 @@ def console() -> None:
     atexit.register(exit_now)  # registered first, so it runs after every other exit handler
     status.append(main())
     sys.exit(status[0])
-
-
-@contextmanager
-def _environ(name: str, value: str) -> Iterator[None]:
-    """``name=value`` in the environment for the duration, as it was after."""
-    previous = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous
 
 
 def _check_inputs(args: argparse.Namespace) -> None:

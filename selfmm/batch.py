@@ -20,9 +20,9 @@ from features.datasets import load_dataset
 from features.datasets.cmu import detect_cmu
 from features.datasets.mmsa_layout import MEDIA_EXTENSIONS
 from features.errors import PipelineError
-from features.extract import extract_source, thread_extractors
+from features.extract import extract_source, thread_extractors, unlabelled_source
 from features.files import atomic_open
-from features.types import Clip, ClipSpec, DatasetError, SourceVideo
+from features.types import Clip, DatasetError, SourceVideo
 from selfmm.bundle import Bundle
 from selfmm.predict import Predictor
 
@@ -79,7 +79,7 @@ def find_inputs(path: str | Path, text: str = "") -> Inputs:
     a folder of media files, searched recursively (each ``<file>.txt`` beside one is its transcript)."""
     path = Path(path)
     if path.is_file():
-        return Inputs([([path.name], _unlabelled(path, text))])
+        return Inputs([([path.name], unlabelled_source(path, text))])
     if not path.is_dir():
         raise DatasetError(f"{path}: no such media file or folder")
     if is_dataset(path):
@@ -88,13 +88,7 @@ def find_inputs(path: str | Path, text: str = "") -> Inputs:
         rejected = [Row(f"{f.video}/{f.clip}", error=f"{f.stage}: {f.error}") for f in spec.rejected]
         return Inputs(sources, rejected)
     media = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
-    return Inputs([([p.relative_to(path).as_posix()], _unlabelled(p, _sidecar_text(p))) for p in media])
-
-
-def _unlabelled(media: Path, text: str) -> SourceVideo:
-    """One whole file as one clip. The same ids for every file, so its shards do not depend on its name."""
-    spec = ClipSpec(video_id="input", clip_id="0", text=text.strip(), label=math.nan, split="test")
-    return SourceVideo(media=media, clips=[spec])
+    return Inputs([([p.relative_to(path).as_posix()], unlabelled_source(p, _sidecar_text(p))) for p in media])
 
 
 def _sidecar_text(media: Path) -> str:
@@ -133,7 +127,7 @@ def _score(predictor: Predictor, pending: list[tuple[Row, Clip]]) -> None:
     """Fill the rows' scores; a batch the model refuses is retried clip by clip, so one bad clip is one row."""
     if not pending:
         return
-    # unique keys: clips of a folder all carry the same ids (see _unlabelled)
+    # unique keys: clips of a folder all carry the same ids (see unlabelled_source)
     clips = [dataclasses.replace(clip, video_id=str(i), clip_id="0") for i, (_, clip) in enumerate(pending)]
     try:
         scores = predictor.predict(clips)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 
 from features.errors import PipelineError
@@ -83,3 +85,21 @@ def check_prepared(cpu_capability: str) -> None:
             f"portable numerics need an x86-64 CPU with AVX2; torch runs with {cpu_capability} "
             "here (use numerics: fast)"
         )
+
+
+@contextmanager
+def environment(name: str, value: str, unless_set: bool = False) -> Iterator[None]:
+    """``name=value`` in this process's environment for the block (with ``unless_set``, only when the caller set
+    none); after the block the environment is as it was before."""
+    previous = os.environ.get(name)
+    if unless_set and previous is not None:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous

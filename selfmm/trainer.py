@@ -21,7 +21,6 @@ import csv
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +41,7 @@ from selfmm.config import LabelRule, TrainConfig
 from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, frame_statistics, make_loader
 from selfmm.metrics import compute_metrics, mean_std
 from selfmm.model import TASKS, SelfMM, load_text_config, load_text_encoder
-from selfmm.numerics import Numerics, check_prepared
+from selfmm.numerics import Numerics, check_prepared, environment
 from selfmm.predict import autocast, resolve_device, run_model
 from selfmm.ulgm import ULGM, UNIMODAL
 
@@ -298,7 +297,7 @@ def _deterministic(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    with _env_default("CUBLAS_WORKSPACE_CONFIG", ":4096:8"):  # cuBLAS needs this to be deterministic
+    with environment("CUBLAS_WORKSPACE_CONFIG", ":4096:8", unless_set=True):  # cuBLAS needs this to be deterministic
         saved = (
             torch.are_deterministic_algorithms_enabled(),
             torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -312,20 +311,6 @@ def _deterministic(enabled: bool) -> Iterator[None]:
         finally:
             torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
             torch.backends.cudnn.benchmark = saved[2]
-
-
-@contextmanager
-def _env_default(name: str, value: str) -> Iterator[None]:
-    """``name=value`` in the environment for the block unless the caller set ``name``; the environment after the
-    block is the one before it."""
-    if name in os.environ:
-        yield
-        return
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        os.environ.pop(name, None)
 
 
 def _check_text_model(store: FeatureStore, config: TrainConfig) -> None:

@@ -345,7 +345,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from features.store import FeatureStore
-    from selfmm.published import PUBLISHED, compare_table
+    from flows.cli_text import evaluation_text
 
     if args.report:
         from flows.train import evaluate_flow
@@ -366,12 +366,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     with FeatureStore(args.features) as store:
         dataset = store.dataset.lower()
-    print(f"{args.split}: {result['clips']} clips, seeds {', '.join(result['seeds'])}")
-    if dataset in PUBLISHED:
-        print(compare_table(dataset, result["mean"], result["std"]))
-    else:
-        for name, value in result["mean"].items():
-            print(f"  {name:15s} {value:8.4f} ± {result['std'][name]:.4f}")
+    print(evaluation_text(result, args.split, dataset))
     return 0
 
 
@@ -412,10 +407,9 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(
-            f"{args.media}: sentiment {row.fused:+.3f} (text {row.T:+.3f}, audio {row.A:+.3f}, "
-            f"vision {row.V:+.3f}; face in {row.face_frames} frames)"
-        )
+        from flows.cli_text import prediction_text
+
+        print(prediction_text(args.media, row))
     return 0
 
 
@@ -492,22 +486,9 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(
-        f"{info['path']}  dataset={info['dataset']!r}  schema v{info['schema_version']}  "
-        f"package {info['package_version']}  features {info['feature_config_hash']}"
-    )
-    print("clips: " + ", ".join(f"{split} {n}" for split, n in info["splits"].items()) + f" (total {info['clips']})")
-    for modality, prov in info["provenance"].items():
-        names = prov["feature_names"]
-        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-        print(f"{modality}: {prov['extractor']} {prov['version']}  dim {len(names)}  [{shown}]")
-        print(f"    config {json.dumps(prov['config'], sort_keys=True)}")
-        print(f"    made by {', '.join(f'{k} {v}' for k, v in sorted(prov.get('identity', {}).items())) or '?'}")
-    print(f"failures: {len(info['failures'])}")
-    for failure in info["failures"][:20]:
-        print(f"    {failure['video']}/{failure['clip']} [{failure['stage']}] {failure['error']}")
-    if len(info["failures"]) > 20:
-        print(f"    ... {len(info['failures']) - 20} more")
+    from flows.cli_text import store_text
+
+    print(store_text(info))
     return 0
 
 

@@ -1,0 +1,55 @@
+"""What the ``selfmm`` commands print for a person to read (with ``--json`` they print the data as it is)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from selfmm.published import PUBLISHED, compare_table
+
+if TYPE_CHECKING:  # the command that prints it has loaded it
+    from selfmm.batch import Row
+
+FAILURES_SHOWN = 20
+
+
+def evaluation_text(result: dict[str, Any], split: str, dataset: str) -> str:
+    """Metrics per seed as mean +- std, beside the published ones for a dataset that has them."""
+    lines = [f"{split}: {result['clips']} clips, seeds {', '.join(result['seeds'])}"]
+    if dataset in PUBLISHED:
+        lines.append(compare_table(dataset, result["mean"], result["std"]))
+    else:
+        lines += [f"  {name:15s} {value:8.4f} ± {result['std'][name]:.4f}" for name, value in result["mean"].items()]
+    return "\n".join(lines)
+
+
+def prediction_text(media: Path, row: Row) -> str:
+    return (
+        f"{media}: sentiment {row.fused:+.3f} (text {row.T:+.3f}, audio {row.A:+.3f}, vision {row.V:+.3f}; "
+        f"face in {row.face_frames} frames)"
+    )
+
+
+def store_text(info: dict[str, Any]) -> str:
+    """A feature store in a few lines: dataset, splits, each modality's extractor and provenance, failures."""
+    lines = [
+        f"{info['path']}  dataset={info['dataset']!r}  schema v{info['schema_version']}  "
+        f"package {info['package_version']}  features {info['feature_config_hash']}",
+        "clips: " + ", ".join(f"{split} {n}" for split, n in info["splits"].items()) + f" (total {info['clips']})",
+    ]
+    for modality, prov in info["provenance"].items():
+        names = prov["feature_names"]
+        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+        identity = ", ".join(f"{k} {v}" for k, v in sorted(prov.get("identity", {}).items())) or "?"
+        lines += [
+            f"{modality}: {prov['extractor']} {prov['version']}  dim {len(names)}  [{shown}]",
+            f"    config {json.dumps(prov['config'], sort_keys=True)}",
+            f"    made by {identity}",
+        ]
+    failures = info["failures"]
+    lines.append(f"failures: {len(failures)}")
+    lines += [f"    {f['video']}/{f['clip']} [{f['stage']}] {f['error']}" for f in failures[:FAILURES_SHOWN]]
+    if len(failures) > FAILURES_SHOWN:
+        lines.append(f"    ... {len(failures) - FAILURES_SHOWN} more")
+    return "\n".join(lines)

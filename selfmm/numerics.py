@@ -103,3 +103,46 @@ def environment(name: str, value: str, unless_set: bool = False) -> Iterator[Non
             os.environ.pop(name, None)
         else:
             os.environ[name] = previous
+
+
+@contextmanager
+def pinned_threads(numerics: str, threads: int | None) -> Iterator[None]:
+    """torch's thread count set to ``threads`` for the block (restored after); under portable numerics, first a
+    check that the process was started with the settings that pin the bits (``prepare_process``)."""
+    import torch
+
+    if numerics == Numerics.PORTABLE:
+        check_prepared(torch.backends.cpu.get_cpu_capability())
+    saved = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@contextmanager
+def deterministic_kernels(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels for the block (same seed, same device, same numbers); the caller's settings and
+    environment are restored after."""
+    if not enabled:
+        yield
+        return
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with environment("CUBLAS_WORKSPACE_CONFIG", ":4096:8", unless_set=True):  # cuBLAS needs this to be deterministic
+        saved = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark,
+        )
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        try:
+            with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels' backward passes are not deterministic
+                yield
+        finally:
+            torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+            torch.backends.cudnn.benchmark = saved[2]

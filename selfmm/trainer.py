@@ -22,14 +22,11 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from features.files import atomic_open, atomic_write_text
@@ -41,7 +38,7 @@ from selfmm.config import LabelRule, TrainConfig
 from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, frame_statistics, make_loader
 from selfmm.metrics import compute_metrics, mean_std
 from selfmm.model import TASKS, SelfMM, load_text_config, load_text_encoder
-from selfmm.numerics import Numerics, check_prepared, environment
+from selfmm.numerics import Numerics, deterministic_kernels, pinned_threads
 from selfmm.predict import autocast, resolve_device, run_model
 from selfmm.ulgm import ULGM, UNIMODAL
 
@@ -82,7 +79,11 @@ def train(features: str | Path, out_dir: str | Path, config: TrainConfig) -> Tra
     portable = config.numerics == Numerics.PORTABLE
     device = resolve_device("cpu" if portable else config.device)
     (out_dir / MANIFEST_FILE).unlink(missing_ok=True)  # until the new one is written, the folder never verifies
-    with FeatureStore(features) as store, _pinned_numerics(config), _deterministic(config.deterministic):
+    with (
+        FeatureStore(features) as store,
+        pinned_threads(config.numerics, config.threads),
+        deterministic_kernels(config.deterministic),
+    ):
         _check_text_model(store, config)
         dims = feature_dims(store)
         in_memory = fits_in_memory(store, config)
@@ -273,44 +274,6 @@ def make_optimizer(model: SelfMM, config: TrainConfig) -> torch.optim.Adam:
 def l1(pred: np.ndarray, true: np.ndarray) -> float:
     """Mean absolute error over all clips (the reference averages per-batch means instead)."""
     return float(np.mean(np.abs(pred.astype(np.float64) - true)))
-
-
-@contextmanager
-def _pinned_numerics(config: TrainConfig) -> Iterator[None]:
-    """The config's thread count while training (restored after); under portable numerics, first a check
-    that the process was started with the settings that pin the bits (selfmm/numerics.py)."""
-    if config.numerics == Numerics.PORTABLE:
-        check_prepared(torch.backends.cpu.get_cpu_capability())
-    saved = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-
-@contextmanager
-def _deterministic(enabled: bool) -> Iterator[None]:
-    """Deterministic kernels for the duration of training; the caller's settings (and environment) are restored
-    after."""
-    if not enabled:
-        yield
-        return
-    with environment("CUBLAS_WORKSPACE_CONFIG", ":4096:8", unless_set=True):  # cuBLAS needs this to be deterministic
-        saved = (
-            torch.are_deterministic_algorithms_enabled(),
-            torch.is_deterministic_algorithms_warn_only_enabled(),
-            torch.backends.cudnn.benchmark,
-        )
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        try:
-            with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels' backward passes are not deterministic
-                yield
-        finally:
-            torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-            torch.backends.cudnn.benchmark = saved[2]
 
 
 def _check_text_model(store: FeatureStore, config: TrainConfig) -> None:

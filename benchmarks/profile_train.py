@@ -22,7 +22,8 @@ from benchmarks.bench_train import _default_text_model, build_workload
 from features.store import FeatureStore
 from selfmm.config import preset
 from selfmm.data import Batch, ClipDataset, feature_dims, make_loader
-from selfmm.model import SelfMM, cls_state, load_text_encoder
+from selfmm.model import SelfMM
+from selfmm.text_encoder import cls_state, load_text_encoder
 from selfmm.trainer import make_optimizer, multitask_loss
 from selfmm.ulgm import ULGM
 

@@ -40,8 +40,9 @@ def main() -> None:
     from features.types import SPLITS
     from selfmm.data import ClipDataset, feature_dims, frame_statistics, make_loader
     from selfmm.metrics import compute_metrics, mean_std
-    from selfmm.model import SelfMM, load_text_encoder
+    from selfmm.model import SelfMM
     from selfmm.predict import run_model
+    from selfmm.text_encoder import load_text_encoder
     from selfmm.trainer import IMPROVEMENT, l1, make_optimizer
 
     torch.set_num_threads(config.threads or torch.get_num_threads())

@@ -40,7 +40,8 @@ from features.store import FeatureStore
 from features.text_models import local_files_only, resolve_model
 from features.types import ModalityProvenance
 from selfmm.config import TrainConfig
-from selfmm.model import SelfMM, text_encoder_from_config
+from selfmm.model import SelfMM
+from selfmm.text_encoder import text_encoder_from_config
 
 log = logging.getLogger(__name__)
 

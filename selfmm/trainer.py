@@ -37,9 +37,10 @@ from selfmm.bundle import HISTORY_COLUMNS, MANIFEST_FILE, save_bundle, save_weig
 from selfmm.config import LabelRule, TrainConfig
 from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, frame_statistics, make_loader
 from selfmm.metrics import compute_metrics, mean_std
-from selfmm.model import TASKS, SelfMM, load_text_config, load_text_encoder
+from selfmm.model import TASKS, SelfMM
 from selfmm.numerics import Numerics, deterministic_kernels, pinned_threads
 from selfmm.predict import autocast, resolve_device, run_model
+from selfmm.text_encoder import load_text_config, load_text_encoder
 from selfmm.ulgm import ULGM, UNIMODAL
 
 log = logging.getLogger(__name__)

@@ -72,7 +72,7 @@ def test_importing_features_and_selfmm_and_training_leave_the_environment_unchan
 HUB_SCRIPT = """
 from features.config import TextConfig
 from features.extractors.text import TextTokenizer
-from selfmm.model import load_text_encoder
+from selfmm.text_encoder import load_text_encoder
 
 for load in (lambda: TextTokenizer(TextConfig(model="no-such-org/no-such-bert")),
              lambda: load_text_encoder("no-such-org/no-such-bert")):

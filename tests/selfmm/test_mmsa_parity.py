@@ -61,7 +61,8 @@ from features.text_models import resolve_model  # noqa: E402
 from selfmm.config import preset  # noqa: E402
 from selfmm.data import Item, collate  # noqa: E402
 from selfmm.metrics import compute_metrics  # noqa: E402
-from selfmm.model import TASKS, SelfMM, text_encoder_from_config  # noqa: E402
+from selfmm.model import TASKS, SelfMM  # noqa: E402
+from selfmm.text_encoder import text_encoder_from_config  # noqa: E402
 from selfmm.trainer import multitask_loss  # noqa: E402
 from selfmm.ulgm import ULGM  # noqa: E402
 from tests.support.mmsa_reference import (  # noqa: E402

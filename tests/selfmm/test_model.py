@@ -8,7 +8,8 @@ from transformers import BertConfig, BertModel
 
 from selfmm.config import TrainConfig, preset
 from selfmm.data import Item, collate, frame_statistics
-from selfmm.model import Head, SelfMM, SequenceEncoder, cls_state
+from selfmm.model import Head, SelfMM, SequenceEncoder
+from selfmm.text_encoder import cls_state
 from selfmm.trainer import make_optimizer
 
 

@@ -16,7 +16,8 @@ import torch
 from features.store import FeatureStore
 from selfmm.config import TrainConfig
 from selfmm.data import ClipDataset, DataError, fits_in_memory, make_loader
-from selfmm.model import SelfMM, text_encoder_from_config
+from selfmm.model import SelfMM
+from selfmm.text_encoder import text_encoder_from_config
 from selfmm.trainer import make_optimizer, multitask_loss, train, train_epoch
 from selfmm.ulgm import ULGM
 from tests.support.synthetic import make_synthetic_store, make_text_model

@@ -39,14 +39,13 @@ from features.errors import PipelineError
 from features.files import atomic_open, file_sha256
 from features.safe_pickle import load_pickle
 from features.store import SCHEMA_VERSION, FeatureStore, package_version, write_store
-from features.types import SPLITS, Clip, Failure, ModalityProvenance, check_id
+from features.types import SPLITS, UNIMODAL, Clip, Failure, ModalityProvenance, check_id
 
 log = logging.getLogger(__name__)
 
 EXPORTER = "selfmm-pipeline"
 EXTRACTOR = "mmsa-pickle"
 REQUIRED_KEYS = ("id", "raw_text", "text_bert", "audio", "vision", "regression_labels")
-UNIMODAL = ("T", "A", "V")
 FRAME_MODALITIES = ("audio", "vision")
 _EXTRA_FLOATS = ("start", "end", "audio_rate", "vision_fps")  # per-clip attributes MMSA has no key for
 

@@ -17,6 +17,11 @@ import numpy as np
 from features.errors import PipelineError
 
 SPLITS = ("train", "valid", "test")
+# The unimodal tasks and their labels (label_T, label_A, label_V), by the letters of the paper and MMSA, and the
+# modality each reads; with M, the multimodal (fused) task, Self-MM's four tasks.
+UNIMODAL_NAMES = {"T": "text", "A": "audio", "V": "vision"}
+UNIMODAL = tuple(UNIMODAL_NAMES)
+TASKS = ("M", *UNIMODAL)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
 
 

@@ -23,8 +23,6 @@ from selfmm.config import TrainConfig
 from selfmm.data import Batch
 from selfmm.text_encoder import cls_state
 
-TASKS = ("M", "T", "A", "V")  # fusion, text, audio, video: the reference's task names
-
 
 @dataclass
 class Output:

@@ -14,11 +14,11 @@ from tqdm import tqdm
 
 from features.errors import ConfigError
 from features.store import FeatureStore
-from features.types import Clip
+from features.types import TASKS, Clip
 from selfmm.bundle import Bundle, load_bundle
 from selfmm.data import ClipDataset, fits_in_memory, make_loader
 from selfmm.metrics import compute_metrics, mean_std
-from selfmm.model import TASKS, SelfMM
+from selfmm.model import SelfMM
 
 
 def resolve_device(name: str) -> torch.device:

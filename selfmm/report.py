@@ -15,12 +15,11 @@ import numpy as np
 
 from features.files import atomic_open, atomic_write_text
 from features.store import FeatureStore
+from features.types import UNIMODAL
 from selfmm.bundle import HISTORY_COLUMNS, load_bundle
 from selfmm.metrics import compute_metrics, mean_std
 from selfmm.predict import evaluate, predict_store
 from selfmm.report_html import write_html_report
-
-MODALITIES = ("T", "A", "V")
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -41,12 +40,12 @@ def train_mean_baseline(store: FeatureStore, split: str, family: str) -> dict[st
 def read_generated_labels(model_dir: Path, seed: int) -> dict[str, dict[str, float]]:
     """Clip key -> ``label_T/A/V`` of one seed's training run after its best epoch."""
     with open(model_dir / "unimodal_labels" / f"seed_{seed}.csv", newline="") as f:
-        return {row["key"]: {m: float(row[f"label_{m}"]) for m in MODALITIES} for row in csv.DictReader(f)}
+        return {row["key"]: {m: float(row[f"label_{m}"]) for m in UNIMODAL} for row in csv.DictReader(f)}
 
 
 def true_labels(store: FeatureStore, split: str = "train") -> dict[str, dict[str, float]]:
     """Label name (``label``, ``label_T/A/V``) -> clip key -> value, read once from the store's attributes."""
-    return {name: store.read_labels(split, name) for name in ["label", *(f"label_{m}" for m in MODALITIES)]}
+    return {name: store.read_labels(split, name) for name in ["label", *(f"label_{m}" for m in UNIMODAL)]}
 
 
 def sign_agreement(x: np.ndarray, truth: np.ndarray) -> float:
@@ -69,7 +68,7 @@ def unimodal_recovery(
     keys = [k for k in generated if k in truth["label"]]
     y_m = np.array([truth["label"][k] for k in keys])
     out = {}
-    for m in MODALITIES:
+    for m in UNIMODAL:
         y_s = np.array([truth[f"label_{m}"][k] for k in keys])
         if np.isnan(y_s).any():
             continue
@@ -144,10 +143,10 @@ def _write_unimodal_table(
     path: Path, truth: dict[str, dict[str, float]], generated: dict[str, dict[str, float]]
 ) -> None:
     rows = [
-        [key, truth["label"][key]] + [v for m in MODALITIES for v in (truth[f"label_{m}"][key], gen[m])]
+        [key, truth["label"][key]] + [v for m in UNIMODAL for v in (truth[f"label_{m}"][key], gen[m])]
         for key, gen in generated.items()
     ]
-    header = ["key", "label"] + [f"{kind}_{m}" for m in MODALITIES for kind in ("true", "generated")]
+    header = ["key", "label"] + [f"{kind}_{m}" for m in UNIMODAL for kind in ("true", "generated")]
     _write_csv(path, header, rows)
 
 

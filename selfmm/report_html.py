@@ -24,10 +24,10 @@ from matplotlib.figure import Figure
 
 from features.config import json_sha256
 from features.files import atomic_open, atomic_write_text, file_sha256
+from features.types import UNIMODAL_NAMES
 from selfmm.metrics import SIMS_BINS, class_indices
 from selfmm.published import PUBLISHED, format_value
 
-MODALITIES = {"T": "text", "A": "audio", "V": "vision"}
 FIGURES = {
     "loss": "loss_curves.png",
     "scatter": "predicted_vs_true.png",
@@ -148,7 +148,7 @@ def _confusion_figure(counts: np.ndarray, names: list[str], seed: int) -> Figure
 
 def _unimodal_figure(table: Mapping[str, np.ndarray], seed: int) -> Figure:
     figure = _figure(12, 4)
-    for ax, (m, name) in zip(figure.subplots(1, len(MODALITIES)), MODALITIES.items(), strict=True):
+    for ax, (m, name) in zip(figure.subplots(1, len(UNIMODAL_NAMES)), UNIMODAL_NAMES.items(), strict=True):
         true, generated = table[f"true_{m}"], table[f"generated_{m}"]
         if np.isnan(true).all():
             ax.text(0.5, 0.5, f"no true {name} labels", ha="center", va="center", transform=ax.transAxes)
@@ -221,7 +221,8 @@ def _recovery_table(recovery: Mapping[str, Mapping[str, float]]) -> str:
         return "<p>The dataset has no true unimodal labels: nothing to compare the generated ones with.</p>"
     columns = ["generated", "multimodal", "offset", "sign_agreement", "sign_agreement_multimodal"]
     rows = [
-        [MODALITIES[m], *(f"{_number(r[c])} ± {_number(r[f'{c}_std'])}" for c in columns)] for m, r in recovery.items()
+        [UNIMODAL_NAMES[m], *(f"{_number(r[c])} ± {_number(r[f'{c}_std'])}" for c in columns)]
+        for m, r in recovery.items()
     ]
     return _table(
         ["modality", "r generated", "r multimodal", "r offset", "sign agrees", "sign agrees (multimodal)"], rows

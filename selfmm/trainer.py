@@ -32,12 +32,12 @@ from tqdm import tqdm
 from features.files import atomic_open, atomic_write_text
 from features.store import FeatureStore
 from features.text_models import resolve_model, vocabulary_of
-from features.types import SPLITS
+from features.types import SPLITS, TASKS
 from selfmm.bundle import HISTORY_COLUMNS, MANIFEST_FILE, save_bundle, save_weights, write_manifest
 from selfmm.config import LabelRule, TrainConfig
 from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, frame_statistics, make_loader
 from selfmm.metrics import compute_metrics, mean_std
-from selfmm.model import TASKS, SelfMM
+from selfmm.model import SelfMM
 from selfmm.numerics import Numerics, deterministic_kernels, pinned_threads
 from selfmm.predict import autocast, resolve_device, run_model
 from selfmm.text_encoder import load_text_config, load_text_encoder

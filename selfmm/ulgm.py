@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import torch
 
+from features.types import TASKS, UNIMODAL
 from selfmm.config import LabelRule
-from selfmm.model import TASKS
 
 EPS = 1e-8
-UNIMODAL = ("T", "A", "V")
 
 
 def class_centres(

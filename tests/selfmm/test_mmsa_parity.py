@@ -58,10 +58,11 @@ pytest.importorskip(
 from transformers import AutoConfig  # noqa: E402
 
 from features.text_models import resolve_model  # noqa: E402
+from features.types import TASKS  # noqa: E402
 from selfmm.config import preset  # noqa: E402
 from selfmm.data import Item, collate  # noqa: E402
 from selfmm.metrics import compute_metrics  # noqa: E402
-from selfmm.model import TASKS, SelfMM  # noqa: E402
+from selfmm.model import SelfMM  # noqa: E402
 from selfmm.text_encoder import text_encoder_from_config  # noqa: E402
 from selfmm.trainer import multitask_loss  # noqa: E402
 from selfmm.ulgm import ULGM  # noqa: E402

@@ -33,10 +33,11 @@ from pathlib import Path
 
 import httpx
 
+from selfmm.batch import SCORE_NAMES
 from tests.support.data import free_port
 
 GOOD = "good clip"
-SCORES = ("fused", "T", "A", "V")
+SCORES = tuple(SCORE_NAMES.values())
 
 
 @dataclass(frozen=True)

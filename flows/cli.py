@@ -373,7 +373,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from features.cache import ShardCache
     from flows.params import load_params
-    from selfmm.batch import extraction_config, find_inputs, predict_inputs, summary, write_predictions
+    from selfmm.batch import SCORE_NAMES, extraction_config, find_inputs, predict_inputs, summary, write_predictions
     from selfmm.bundle import load_bundle
     from selfmm.predict import Predictor
 
@@ -397,11 +397,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise PipelineError(f"{args.media}: {row.error}")
     result = {
         "media": str(args.media),
-        "text": args.text,
-        "fused": row.fused,
-        "text_score": row.T,
-        "audio_score": row.A,
-        "vision_score": row.V,
+        "transcript": args.text,
+        **{name: getattr(row, name) for name in SCORE_NAMES.values()},
         "face_frames": row.face_frames,
     }
     if args.json:

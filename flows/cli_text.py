@@ -26,7 +26,8 @@ def evaluation_text(result: dict[str, Any], split: str, dataset: str) -> str:
 
 def prediction_text(media: Path, row: Row) -> str:
     return (
-        f"{media}: sentiment {row.fused:+.3f} (text {row.T:+.3f}, audio {row.A:+.3f}, vision {row.V:+.3f}; "
+        f"{media}: sentiment {row.sentiment:+.3f} (text {row.text_sentiment:+.3f}, audio {row.audio_sentiment:+.3f}, "
+        f"vision {row.vision_sentiment:+.3f}; "
         f"face in {row.face_frames} frames)"
     )
 

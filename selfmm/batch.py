@@ -26,7 +26,10 @@ from features.types import Clip, DatasetError, SourceVideo
 from selfmm.bundle import Bundle
 from selfmm.predict import Predictor
 
-COLUMNS = ("clip", "fused", "T", "A", "V", "face_frames", "error")
+# The names of a prediction wherever a user gets one (predictions.csv, `selfmm predict --json`, the HTTP service,
+# the Prefect artifact): the fused sentiment, then each modality's, by task.
+SCORE_NAMES = {"M": "sentiment", "T": "text_sentiment", "A": "audio_sentiment", "V": "vision_sentiment"}
+COLUMNS = ("clip", *SCORE_NAMES.values(), "face_frames", "error")
 BATCH = 64  # clips per forward pass: bounded memory on folders of any size
 
 
@@ -50,10 +53,10 @@ class Row:
     """One line of predictions.csv: the scores, or why there are none."""
 
     clip: str
-    fused: float = math.nan
-    T: float = math.nan
-    A: float = math.nan
-    V: float = math.nan
+    sentiment: float = math.nan  # fused: the multimodal prediction
+    text_sentiment: float = math.nan
+    audio_sentiment: float = math.nan
+    vision_sentiment: float = math.nan
     face_frames: str = ""  # frames with a face / frames sampled
     error: str = ""
 
@@ -140,7 +143,8 @@ def _score(predictor: Predictor, pending: list[tuple[Row, Clip]]) -> None:
         return
     for (row, clip), renamed in zip(pending, clips, strict=True):
         s = scores[renamed.key]
-        row.fused, row.T, row.A, row.V = s["M"], s["T"], s["A"], s["V"]
+        for task, name in SCORE_NAMES.items():
+            setattr(row, name, s[task])
         row.face_frames = f"{int(clip.face_mask.sum())}/{len(clip.face_mask)}"
 
 

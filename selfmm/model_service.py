@@ -40,7 +40,7 @@ from features.errors import PipelineError
 from features.extract import extract_file
 from features.files import TEMP_MARK
 from features.media import MediaError
-from selfmm.batch import extraction_config
+from selfmm.batch import SCORE_NAMES, extraction_config
 from selfmm.bundle import Bundle, load_bundle
 from selfmm.predict import Predictor
 
@@ -293,10 +293,7 @@ def predict_upload(follower: ModelFollower, upload: Upload) -> dict:
     limit = model.config.text.max_length
     return {
         "file": upload.filename,
-        "fused": scores["M"],
-        "T": scores["T"],
-        "A": scores["A"],
-        "V": scores["V"],
+        **{name: scores[task] for task, name in SCORE_NAMES.items()},
         "face_frames": int(clip.face_mask.sum()),
         "frames": len(clip.face_mask),
         "text_tokens": tokens,

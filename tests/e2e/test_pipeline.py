@@ -67,7 +67,7 @@ def test_dvc_repro_from_scratch_twice_gives_identical_metrics_and_survives_bad_i
             stdout_only=True,
         )
     )
-    scores = [predicted[k] for k in ("fused", "text_score", "audio_score", "vision_score")]
+    scores = [predicted[k] for k in ("sentiment", "text_sentiment", "audio_sentiment", "vision_sentiment")]
     assert all(isinstance(x, float) and abs(x) < 10 for x in scores)
 
     second = make_project(tmp_path / "second")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from features.cache import ShardCache
 from flows.cli import main
-from selfmm.batch import COLUMNS, extraction_config, find_inputs, predict_inputs
+from selfmm.batch import COLUMNS, SCORE_NAMES, extraction_config, find_inputs, predict_inputs
 from selfmm.bundle import load_bundle
 from selfmm.predict import Predictor
 from tests.support.data import MOSI_CLIPS, MOSI_MEDIA, write_label_csv
@@ -37,9 +37,9 @@ def test_a_folder_of_media_gives_a_row_per_file_and_a_failure_is_a_row(real_mode
     rows = {r["clip"]: r for r in read_rows(out)}
     assert list(rows) == ["bad.mp4", "day2/face.mp4", "day2/mute.mp4", "notes.mp4"]
     for name in ("bad.mp4", "day2/face.mp4"):
-        assert rows[name]["error"] == "" and all(math.isfinite(float(rows[name][k])) for k in ("fused", "T", "A", "V"))
+        assert rows[name]["error"] == "" and all(math.isfinite(float(rows[name][k])) for k in SCORE_NAMES.values())
     assert rows["day2/face.mp4"]["face_frames"] == "10/10"  # a face in every frame, 2 s at 5 frames/s
-    assert rows["day2/mute.mp4"]["error"] == "audio: no audio stream" and rows["day2/mute.mp4"]["fused"] == ""
+    assert rows["day2/mute.mp4"]["error"] == "audio: no audio stream" and rows["day2/mute.mp4"]["sentiment"] == ""
     assert rows["notes.mp4"]["error"].startswith("decode: ") and "cannot open media" in rows["notes.mp4"]["error"]
     assert '"predicted": 2' in capsys.readouterr().out
 
@@ -66,7 +66,7 @@ def test_a_dataset_folder_uses_its_clip_ids_and_transcripts_and_reports_its_reje
     out = predict_inputs(Predictor(bundle), inputs, extraction_config(bundle), ShardCache(real_models.cache))
     assert sorted(real_models.cache.rglob("*.npz")) == before
     assert [r.clip for r in out[:3]] == ["0h-zjBukYpk/1", "0h-zjBukYpk/2", "Oz06ZWiO20M/6"]
-    assert all(not r.error and math.isfinite(r.fused) for r in out[:8])
+    assert all(not r.error and math.isfinite(r.sentiment) for r in out[:8])
     assert out[8].clip == "../up/1" and out[8].error.startswith("labels: ") and "unsafe video_id" in out[8].error
 
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from flows.releases import DatasetPaths, promote, rollback
+from selfmm.batch import SCORE_NAMES
 from selfmm.bundle import load_bundle
 from selfmm.model_service import ServiceSettings, create_app
 from tests.support.data import MOSI_CLIPS, MOSI_MEDIA, flip_a_byte
@@ -66,7 +67,7 @@ def test_real_clips_are_predicted_with_the_release_and_feature_hash(service, rea
         answer = post(client, MOSI_MEDIA / f"{name}.mp4", f"{name}.mp4", text)
         assert answer.status_code == 200, answer.text
         body = answer.json()
-        assert all(math.isfinite(body[k]) for k in ("fused", "T", "A", "V"))
+        assert all(math.isfinite(body[k]) for k in SCORE_NAMES.values())
         assert 0 < body["face_frames"] <= body["frames"]  # real faces, sampled at the bundle's 5 frames/s
         assert body["release"] == release and body["feature_config_hash"] == feature_hash
         assert body["text_truncated"] is False and body["warnings"] == []
@@ -183,7 +184,7 @@ def test_fifty_requests_eight_at_a_time_all_succeed(service, real_models):
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda i: post(client, content, f"clip{i}.mp4"), range(50)))
     assert [a.status_code for a in answers] == [200] * 50
-    assert len({a.json()["fused"] for a in answers}) == 1  # the same clip, the same score, whatever the load
+    assert len({a.json()["sentiment"] for a in answers}) == 1  # the same clip, the same score, whatever the load
 
 
 def test_beyond_the_running_and_waiting_limits_a_request_gets_503_with_retry_after(real_models, tmp_path):

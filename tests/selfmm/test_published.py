@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from selfmm.config import PRESETS
+from selfmm.config import preset
 from selfmm.metrics import compute_metrics
 from selfmm.published import PUBLISHED, Source, compare_table, published
 
 
 @pytest.mark.parametrize("dataset", ["mosi", "mosei", "sims"])
 def test_every_preset_dataset_has_both_sources_keyed_like_our_metrics(dataset):
-    family = PRESETS[dataset]["metrics"]
+    family = preset(dataset).metrics
     rng = np.random.default_rng(0)
     ours = compute_metrics(family, rng.uniform(-1, 1, 50), rng.uniform(-1, 1, 50))
     rows = published(dataset)

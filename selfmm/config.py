@@ -9,20 +9,29 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
+from enum import StrEnum
+from typing import Any, cast
 
-from features.config import check_fields
+from features.config import check_fields, enum_member
 from features.errors import ConfigError
 from selfmm.numerics import Numerics
 
-DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when present (the CPU under portable numerics)
+
+class Device(StrEnum):
+    """Where training and prediction run."""
+
+    AUTO = "auto"  # CUDA when present; the CPU under portable numerics
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+DEVICES = tuple(device.value for device in Device)  # the command line's choices
 
 REFERENCE_SEEDS = [1111, 1112, 1113, 1114, 1115]
 METRIC_FAMILIES = ("mosi", "sims")  # mosi: MOSI/MOSEI metrics on [-3, 3]; sims: SIMS metrics on [-1, 1]
 
 
-class LabelRule(str, Enum):
+class LabelRule(StrEnum):
     """How ULGM turns a clip's positions between the class centres into a unimodal label (selfmm/ulgm.py)."""
 
     FAITHFUL = "faithful"  # the reference: ratio and difference of (d_neg - d_pos) / d_pos
@@ -59,7 +68,7 @@ class TrainConfig:
     # --- ULGM (unimodal label generation) -----------------------------------------------------------------
     H: float = 3.0  # generated labels are clamped to [-H, H]: 3 for MOSI/MOSEI, 1 for SIMS
     exclude_zero: bool = False  # False: positive centre over labels >= 0 (reference); True: > 0 (MMSA v2)
-    ulgm: str = "faithful"  # label rule, see LabelRule: faithful (reference) | scale_aware | centre_normalised
+    ulgm: LabelRule = LabelRule.FAITHFUL  # faithful (the reference) | scale_aware | centre_normalised
 
     # --- optimizer: Adam, five parameter groups -----------------------------------------------------------
     learning_rate_bert: float = 5e-5
@@ -84,12 +93,14 @@ class TrainConfig:
     metrics: str = "mosi"  # metric family, see METRIC_FAMILIES
 
     # --- numerics: which bits the maths gives (selfmm/numerics.py) -----------------------------------------
-    numerics: str = "fast"  # fast: the machine's fastest kernels | portable: the same bits on any x86-64 CPU
+    numerics: Numerics = (
+        Numerics.FAST
+    )  # fast: the machine's fastest kernels | portable: the same bits on any x86-64 CPU
     #                         with AVX2 (CPU only, about 2x slower; set before torch loads, by the CLI)
     threads: int | None = None  # torch threads; None: the machine's default. portable needs a fixed number
 
     # --- engineering (no effect on the maths) -------------------------------------------------------------
-    device: str = "auto"  # auto (CUDA when present; the CPU under portable numerics) | cpu | cuda
+    device: Device = Device.AUTO  # auto (CUDA when present; the CPU under portable numerics) | cpu | cuda
     amp: bool = False  # bfloat16 autocast on CUDA; ignored on the CPU
     deterministic: bool = True  # deterministic kernels: same seed, same device -> same numbers
     bucket_by_length: bool = False  # batch clips of similar length together (changes batch composition)
@@ -100,13 +111,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.metrics not in METRIC_FAMILIES:
             raise ConfigError(f"metrics must be one of {METRIC_FAMILIES}, not {self.metrics!r}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"device must be {', '.join(DEVICES)}, not {self.device!r}")
-        if self.ulgm not in [r.value for r in LabelRule]:
-            raise ConfigError(f"ulgm must be one of {', '.join(r.value for r in LabelRule)}, not {self.ulgm!r}")
-        if self.numerics not in [n.value for n in Numerics]:
-            raise ConfigError(f"numerics must be one of {', '.join(n.value for n in Numerics)}, not {self.numerics!r}")
-        if self.numerics == Numerics.PORTABLE and (self.threads is None or self.device == "cuda"):
+        # the members their spellings name, so that a config built in code with strings is checked as params are
+        self.device = cast(Device, enum_member(Device, self.device, "device"))
+        self.ulgm = cast(LabelRule, enum_member(LabelRule, self.ulgm, "ulgm"))
+        self.numerics = cast(Numerics, enum_member(Numerics, self.numerics, "numerics"))
+        if self.numerics is Numerics.PORTABLE and (self.threads is None or self.device is Device.CUDA):
             raise ConfigError(
                 "portable numerics run on the CPU with a fixed thread count: set threads, and device to cpu or auto"
             )

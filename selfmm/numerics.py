@@ -21,12 +21,12 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 
 from features.errors import PipelineError
 
 
-class Numerics(str, Enum):
+class Numerics(StrEnum):
     PORTABLE = "portable"  # the same bits on any x86-64 CPU with AVX2; about 2x slower on the CPU
     FAST = "fast"  # whatever kernels the machine is fastest with
 

@@ -351,7 +351,7 @@ def test_malformed_pickles_are_clear_errors(tmp_path):
 def test_an_mmsa_layout_pickle_imports_and_trains_for_an_epoch(tmp_path):
     from transformers import AutoTokenizer
 
-    from selfmm.config import TrainConfig
+    from selfmm.config import Device, TrainConfig
     from selfmm.trainer import train
     from tests.support.synthetic import NEGATIVE, POSITIVE, make_text_model
 
@@ -372,7 +372,7 @@ def test_an_mmsa_layout_pickle_imports_and_trains_for_an_epoch(tmp_path):
     store_path = import_mmsa(
         write_pickle(tmp_path / "unaligned_50.pkl", data), tmp_path / "s.h5", text_model=str(model_dir)
     )
-    config = TrainConfig(text_model=str(model_dir), batch_size=4, max_epochs=1, seeds=[1111], device="cpu")
+    config = TrainConfig(text_model=str(model_dir), batch_size=4, max_epochs=1, seeds=[1111], device=Device.CPU)
     result = train(store_path, tmp_path / "model", config)
     seed = result.seeds[0]
     assert (seed.epochs, seed.best_epoch) == (1, 1) and math.isfinite(seed.valid_loss)

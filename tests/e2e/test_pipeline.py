@@ -94,7 +94,8 @@ def test_dvc_repro_from_scratch_twice_gives_identical_metrics_and_survives_bad_i
     assert metrics(first) == result
 
     # Code changes mark exactly the stages whose outputs depend on that code.
-    assert changed_stages(second, "selfmm/config.py", "early_stop=4", "early_stop=5") == {"train@demo", "evaluate@demo"}
+    edit = ('"early_stop": 4', '"early_stop": 5')  # the demo preset's patience
+    assert changed_stages(second, "selfmm/config.py", *edit) == {"train@demo", "evaluate@demo"}
     assert changed_stages(second, "features/extractors/face_mesh.py", "ROI_SCALE = 1.5", "ROI_SCALE = 1.6") == {
         "extract@demo"
     }

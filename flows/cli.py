@@ -259,8 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_rollback)
 
-    p = sub.add_parser("info", parents=[as_json], help="summarise a feature store")
-    p.add_argument("store", type=Path)
+    p = sub.add_parser("info", parents=[as_json], help="summarise a feature store, or a model bundle and its card")
+    p.add_argument("store", type=Path, metavar="PATH", help="a feature store (.h5) or a model bundle folder")
     p.set_defaults(handler=_info)
     return parser
 
@@ -373,24 +373,34 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from features.cache import ShardCache
     from flows.params import load_params
-    from selfmm.batch import SCORE_NAMES, extraction_config, find_inputs, predict_inputs, summary, write_predictions
+    from selfmm.batch import (
+        SCORE_NAMES,
+        caution,
+        extraction_config,
+        find_inputs,
+        predict_inputs,
+        summary,
+        text_summary,
+        write_predictions,
+    )
     from selfmm.bundle import load_bundle
     from selfmm.predict import Predictor
 
     params = load_params(args.params)
     inputs = find_inputs(args.media, args.text)
     bundle = load_bundle(args.model.resolve())  # a champion link resolved once: one release for every clip
-    rows = predict_inputs(
-        Predictor(bundle, args.seed),
-        inputs,
-        extraction_config(bundle),
-        ShardCache(args.cache_dir or params.run.cache_dir),
-    )
+    cache = ShardCache(args.cache_dir or params.run.cache_dir)
+    rows = predict_inputs(Predictor(bundle, args.seed), inputs, extraction_config(bundle), cache)
+    warning = caution(bundle, inputs, cache)
+    if warning:
+        print(f"selfmm predict: {warning}", file=sys.stderr)
     out = args.out or (None if args.media.is_file() else Path("predictions.csv"))
     if out is not None:
         write_predictions(out, rows)
     if not args.media.is_file():
-        print(json.dumps({**summary(rows), "predictions": str(out), "model": str(bundle.path)}, indent=2))
+        print(text_summary(rows), file=sys.stderr)
+        result = {**summary(rows), "predictions": str(out), "model": str(bundle.path), "caution": warning}
+        print(json.dumps(result, indent=2))
         return 0
     row = rows[0]
     if row.error:
@@ -398,8 +408,10 @@ def _predict(args: argparse.Namespace) -> int:
     result = {
         "media": str(args.media),
         "transcript": args.text,
+        "text_source": row.text_source,
         **{name: getattr(row, name) for name in SCORE_NAMES.values()},
         "face_frames": row.face_frames,
+        "caution": warning,
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -476,6 +488,8 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    if (args.store / "bundle.json").is_file():
+        return _bundle_info(args)
     from features.store import FeatureStore
 
     with FeatureStore(args.store) as store:
@@ -486,6 +500,19 @@ def _info(args: argparse.Namespace) -> int:
     from flows.cli_text import store_text
 
     print(store_text(info))
+    return 0
+
+
+def _bundle_info(args: argparse.Namespace) -> int:
+    from selfmm.bundle import load_bundle
+
+    bundle = load_bundle(args.store)
+    if args.json:
+        print(json.dumps(bundle.summary(), indent=2))
+        return 0
+    from flows.cli_text import bundle_text
+
+    print(bundle_text(bundle))
     return 0
 
 

@@ -10,6 +10,7 @@ from selfmm.published import PUBLISHED, compare_table
 
 if TYPE_CHECKING:  # the command that prints it has loaded it
     from selfmm.batch import Row
+    from selfmm.bundle import Bundle
 
 FAILURES_SHOWN = 20
 
@@ -25,11 +26,23 @@ def evaluation_text(result: dict[str, Any], split: str, dataset: str) -> str:
 
 
 def prediction_text(media: Path, row: Row) -> str:
+    text = "text" if row.text_source != "none" else "text (no transcript given)"
     return (
-        f"{media}: sentiment {row.sentiment:+.3f} (text {row.text_sentiment:+.3f}, audio {row.audio_sentiment:+.3f}, "
-        f"vision {row.vision_sentiment:+.3f}; "
-        f"face in {row.face_frames} frames)"
+        f"{media}: sentiment {row.sentiment:+.3f} ({text} {row.text_sentiment:+.3f}, "
+        f"audio {row.audio_sentiment:+.3f}, vision {row.vision_sentiment:+.3f}; face in {row.face_frames} frames)"
     )
+
+
+def bundle_text(bundle: Bundle) -> str:
+    """A model bundle: its card (what it was trained on, how well it did), then what it is made of."""
+    info = bundle.info
+    lines = [f"{bundle.path}  bundle format {info['format']}  {'verified' if bundle.verified else 'UNVERIFIED'}"]
+    lines += [f"  {line}" for line in bundle.card.lines()]
+    lines += [
+        f"seeds {', '.join(map(str, bundle.seeds))} (selected {bundle.selected_seed}); "
+        f"features {info['feature_config_hash']}",
+    ]
+    return "\n".join(lines)
 
 
 def store_text(info: dict[str, Any]) -> str:

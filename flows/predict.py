@@ -16,7 +16,15 @@ from features.types import DatasetError
 from flows.artifacts import artifact_key
 from flows.params import load_params
 from flows.releases import DatasetPaths
-from selfmm.batch import extraction_config, find_inputs, predict_inputs, summary, write_predictions
+from selfmm.batch import (
+    caution,
+    extraction_config,
+    find_inputs,
+    predict_inputs,
+    summary,
+    text_summary,
+    write_predictions,
+)
 from selfmm.bundle import load_bundle
 from selfmm.predict import Predictor
 
@@ -35,18 +43,27 @@ def predict_flow(dataset: str, incoming: str | None = None, model: str | None = 
     if not folder.is_dir():
         raise DatasetError(
             f"{folder}: no such folder; put the media to predict there (media files, searched recursively, each "
-            "<file>.txt its transcript; or a dataset folder with label.csv)"
+            "<clip>.txt or <clip>.<ext>.txt its transcript; or a dataset folder with label.csv)"
         )
     bundle = load_bundle(Path(model or paths.champion).resolve())  # one release for the whole run
     inputs = find_inputs(folder)
     cache = ShardCache(load_params().run.cache_dir)
     rows = predict_inputs(Predictor(bundle), inputs, extraction_config(bundle), cache)
     target = write_predictions(Path(out) if out else paths.home / "predictions.csv", rows)
-    result = {**summary(rows), "predictions": str(target), "model": str(bundle.path)}
+    result = {
+        **summary(rows),
+        "predictions": str(target),
+        "model": str(bundle.path),
+        "caution": caution(bundle, inputs, cache),
+    }
     create_table_artifact(
         [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(r).items()} for r in rows],
         key=artifact_key("predict", dataset),
-        description=f"{folder} predicted by {bundle.path}: {result['predicted']} clips, {result['failed']} failed",
+        description=f"{folder} predicted by {bundle.path}: {result['predicted']} clips, {result['failed']} failed, "
+        f"{result['without_text']} without a transcript. {result['caution']}",
     )
     logger.info("%s: %d clips predicted, %d failed -> %s", folder, result["predicted"], result["failed"], target)
+    logger.info(text_summary(rows))
+    if result["caution"]:
+        logger.warning(result["caution"])
     return result

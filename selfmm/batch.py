@@ -12,6 +12,7 @@ import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from features.cache import ShardCache
@@ -29,7 +30,7 @@ from selfmm.predict import Predictor
 # The names of a prediction wherever a user gets one (predictions.csv, `selfmm predict --json`, the HTTP service,
 # the Prefect artifact): the fused sentiment, then each modality's, by task.
 SCORE_NAMES = {"M": "sentiment", "T": "text_sentiment", "A": "audio_sentiment", "V": "vision_sentiment"}
-COLUMNS = ("clip", *SCORE_NAMES.values(), "face_frames", "error")
+COLUMNS = ("clip", *SCORE_NAMES.values(), "text_source", "face_frames", "error")
 BATCH = 64  # clips per forward pass: bounded memory on folders of any size
 
 
@@ -48,6 +49,15 @@ def extraction_config(bundle: Bundle) -> ExtractConfig:
     return config
 
 
+class TextSource(StrEnum):
+    """Where a clip's transcript came from: a clip without one is still scored, and says so."""
+
+    FILE = "file"  # <clip>.txt or <clip>.<ext>.txt beside the media
+    ARGUMENT = "argument"  # --text, or the service's text field
+    DATASET = "dataset"  # the dataset's label file
+    NONE = "none"  # no transcript: the text score is the model's score of empty text
+
+
 @dataclass
 class Row:
     """One line of predictions.csv: the scores, or why there are none."""
@@ -57,19 +67,29 @@ class Row:
     text_sentiment: float = math.nan
     audio_sentiment: float = math.nan
     vision_sentiment: float = math.nan
+    text_source: TextSource = TextSource.NONE
     face_frames: str = ""  # frames with a face / frames sampled
     error: str = ""
 
 
 @dataclass
-class Inputs:
-    """What to predict: per source, its clips' row names (in the source's clip order), plus rows already failed."""
+class Source:
+    """One media file to decode: its clips' row names and transcripts' sources, in the source's clip order."""
 
-    sources: list[tuple[list[str], SourceVideo]] = field(default_factory=list)
+    names: list[str]
+    video: SourceVideo
+    text_sources: list[TextSource]
+
+
+@dataclass
+class Inputs:
+    """What to predict: the sources, plus rows already failed."""
+
+    sources: list[Source] = field(default_factory=list)
     rejected: list[Row] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return sum(len(names) for names, _ in self.sources) + len(self.rejected)
+        return sum(len(s.names) for s in self.sources) + len(self.rejected)
 
 
 def is_dataset(folder: Path) -> bool:
@@ -79,24 +99,53 @@ def is_dataset(folder: Path) -> bool:
 
 def find_inputs(path: str | Path, text: str = "") -> Inputs:
     """A media file (transcript ``text``), a dataset folder (its clips, transcripts and label-file rejects), or
-    a folder of media files, searched recursively (each ``<file>.txt`` beside one is its transcript)."""
+    a folder of media files, searched recursively (``<clip>.txt`` or ``<clip>.<ext>.txt`` beside one is its
+    transcript)."""
     path = Path(path)
     if path.is_file():
-        return Inputs([([path.name], unlabelled_source(path, text))])
+        source = TextSource.ARGUMENT if text.strip() else TextSource.NONE
+        return Inputs([Source([path.name], unlabelled_source(path, text), [source])])
     if not path.is_dir():
         raise DatasetError(f"{path}: no such media file or folder")
     if is_dataset(path):
         spec = load_dataset(path)
-        sources = [([f"{c.video_id}/{c.clip_id}" for c in s.clips], s) for s in spec.sources]
+        sources = [
+            Source(
+                [f"{c.video_id}/{c.clip_id}" for c in s.clips],
+                s,
+                [TextSource.DATASET if c.text.strip() else TextSource.NONE for c in s.clips],
+            )
+            for s in spec.sources
+        ]
         rejected = [Row(f"{f.video}/{f.clip}", error=f"{f.stage}: {f.error}") for f in spec.rejected]
         return Inputs(sources, rejected)
-    media = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
-    return Inputs([([p.relative_to(path).as_posix()], unlabelled_source(p, _sidecar_text(p))) for p in media])
+    inputs = Inputs()
+    for media in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS):
+        name = media.relative_to(path).as_posix()
+        try:
+            transcript = sidecar_transcript(media)
+        except DatasetError as err:
+            inputs.rejected.append(Row(name, error=f"transcript: {err}"))
+            continue
+        source = TextSource.FILE if transcript is not None else TextSource.NONE
+        inputs.sources.append(Source([name], unlabelled_source(media, transcript or ""), [source]))
+    return inputs
 
 
-def _sidecar_text(media: Path) -> str:
-    transcript = media.with_name(f"{media.name}.txt")
-    return transcript.read_text(encoding="utf-8") if transcript.is_file() else ""
+def sidecar_transcript(media: Path) -> str | None:
+    """The transcript beside ``media`` (``clip.txt`` or ``clip.mp4.txt``), or None; DatasetError when both exist
+    and differ, since either could be the one meant."""
+    found = {}
+    for candidate in (media.with_suffix(".txt"), media.with_name(f"{media.name}.txt")):
+        if candidate.is_file():
+            try:
+                found[candidate] = candidate.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as err:
+                raise DatasetError(f"{candidate}: unreadable transcript ({err})") from None
+    if len(set(found.values())) > 1:
+        first, second = found
+        raise DatasetError(f"{first} and {second} are both transcripts of {media.name}, and differ: keep one")
+    return next(iter(found.values()), None)
 
 
 def predict_inputs(predictor: Predictor, inputs: Inputs, config: ExtractConfig, cache: ShardCache) -> list[Row]:
@@ -104,15 +153,16 @@ def predict_inputs(predictor: Predictor, inputs: Inputs, config: ExtractConfig, 
     extractors = thread_extractors(config)
     rows: list[Row] = []
     pending: list[tuple[Row, Clip]] = []
-    for names, source in inputs.sources:
+    for source in inputs.sources:
+        video = source.video
         try:
-            result = extract_source(source, config, cache, extractors, require_text=False)
+            result = extract_source(video, config, cache, extractors, require_text=False)
             done = {(c.video_id, c.clip_id): c for c in result.clips}
             failed = {(f.video, f.clip): f"{f.stage}: {f.error}" for f in result.failures}
         except Exception as err:  # noqa: BLE001 - a row per clip; the other sources go on
-            done, failed = {}, {(c.video_id, c.clip_id): f"extract: {type(err).__name__}: {err}" for c in source.clips}
-        for name, spec in zip(names, source.clips, strict=True):
-            row = Row(name)
+            done, failed = {}, {(c.video_id, c.clip_id): f"extract: {type(err).__name__}: {err}" for c in video.clips}
+        for name, text_source, spec in zip(source.names, source.text_sources, video.clips, strict=True):
+            row = Row(name, text_source=text_source)
             rows.append(row)
             ids = (spec.video_id, spec.clip_id)
             if ids in done:
@@ -167,4 +217,25 @@ def _cell(value: object) -> str:
 
 def summary(rows: list[Row]) -> dict[str, int]:
     failed = sum(1 for r in rows if r.error)
-    return {"clips": len(rows), "predicted": len(rows) - failed, "failed": failed}
+    without_text = sum(1 for r in rows if not r.error and r.text_source is TextSource.NONE)
+    return {"clips": len(rows), "predicted": len(rows) - failed, "failed": failed, "without_text": without_text}
+
+
+def text_summary(rows: list[Row]) -> str:
+    """The run's closing line about transcripts: how many scored clips had none."""
+    scored = [r for r in rows if not r.error]
+    missing = sum(1 for r in scored if r.text_source is TextSource.NONE)
+    if not missing:
+        return f"transcripts: all {len(scored)} scored clips had one"
+    return (
+        f"transcripts: {missing} of {len(scored)} scored clips had none (text_source 'none': their text score is "
+        "the model's score of empty text); put <clip>.txt beside a clip, or pass --text"
+    )
+
+
+def caution(bundle: Bundle, inputs: Inputs, cache: ShardCache) -> str:
+    """The model card's caution when any input media lies outside the synthetic corpus the model was trained on."""
+    card = bundle.card
+    if not card.caution:
+        return ""
+    return card.caution_for([cache.media_hashes.sha256(s.video.media) for s in inputs.sources])

@@ -2,7 +2,8 @@
 
     bundle.json              format, training config, feature widths, the store's feature-config hash,
                              its full provenance (extractor configs and feature names per modality),
-                             seeds, the selected seed, per-seed validation loss
+                             seeds, the selected seed, per-seed validation loss, the model card
+                             (selfmm/model_card.py: what it was trained on, its test metrics)
     text_model/              the BERT's config.json and its tokenizer files (no weights: they are in each
                              seed's state dict), so raw text is tokenised and the BERT rebuilt offline
     weights/seed_<s>.safetensors   the best-on-validation state dict of every seed
@@ -41,6 +42,7 @@ from features.text_models import local_files_only, resolve_model
 from features.types import ModalityProvenance
 from selfmm.config import TrainConfig
 from selfmm.model import SelfMM
+from selfmm.model_card import ModelCard
 from selfmm.text_encoder import text_encoder_from_config
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,25 @@ class Bundle:
     def provenance(self) -> dict[str, dict]:
         """Per modality: extractor, version, config, config_hash, feature_names (as in the store)."""
         return self.info["provenance"]
+
+    @property
+    def card(self) -> ModelCard:
+        return ModelCard.from_dict(self.info.get("card"))
+
+    def summary(self) -> dict[str, Any]:
+        """What ``selfmm info`` and ``GET /model`` say of the bundle: its card first, then what it is made of."""
+        return {
+            "path": str(self.path),
+            "format": self.info["format"],
+            "verified": self.verified,
+            "card": self.card.describe(),
+            "dataset": self.info.get("dataset"),
+            "seeds": self.seeds,
+            "selected_seed": self.selected_seed,
+            "feature_config_hash": self.info["feature_config_hash"],
+            "provenance": self.provenance,
+            "config": self.info["config"],
+        }
 
     @property
     def text_model_dir(self) -> Path:
@@ -160,6 +181,7 @@ def save_bundle(
     dims: dict[str, int],
     text_config: PretrainedConfig,
     valid_loss: dict[int, float],
+    card: ModelCard,
 ) -> Bundle:
     """Complete a bundle whose seeds' weights are saved: the selected seed has the lowest validation loss."""
     missing = [s for s in valid_loss if not (path / "weights" / f"seed_{s}.safetensors").is_file()]
@@ -180,6 +202,7 @@ def save_bundle(
         "seeds": list(valid_loss),
         "selected_seed": min(valid_loss, key=valid_loss.__getitem__),
         "valid_loss": {str(s): v for s, v in valid_loss.items()},
+        "card": card.to_dict(),
     }
     atomic_write_text(path / INFO_FILE, json.dumps(info, indent=2, sort_keys=True))
     return Bundle(path, info, config)

@@ -2,7 +2,7 @@
 
     POST /predict   multipart: ``file`` (the media) and optional ``text`` (the transcript) -> JSON scores
     GET  /health    up, which release, whether its files verified, why a newer one is not served, how busy
-    GET  /model     provenance, metrics and release of the model being served
+    GET  /model     the model card (what it was trained on), provenance, metrics and release of the served model
 
 It follows the champion: ``--model models/<d>/champion`` is a link that a promotion or a rollback swaps in one
 rename (flows/releases.py); each request resolves it, and a new target is loaded once and served from then on. A
@@ -40,7 +40,7 @@ from features.errors import PipelineError
 from features.extract import extract_file
 from features.files import TEMP_MARK
 from features.media import MediaError
-from selfmm.batch import SCORE_NAMES, extraction_config
+from selfmm.batch import SCORE_NAMES, TextSource, extraction_config
 from selfmm.bundle import Bundle, load_bundle
 from selfmm.predict import Predictor
 
@@ -291,16 +291,22 @@ def predict_upload(follower: ModelFollower, upload: Upload) -> dict:
         raise ServiceError(422, f"{upload.filename}: {what}: {str(err).replace(str(upload.media), '')}") from None
     tokens = len(model.tokenizer(text)["input_ids"])
     limit = model.config.text.max_length
+    warnings = (
+        [f"transcript truncated from {tokens} to the tokenizer's limit of {limit} tokens"] if tokens > limit else []
+    )
+    if not text:
+        warnings.append("no transcript (an empty 'text' part or none): text_sentiment is the score of empty text")
+    caution = model.bundle.card.caution_for([clip.media_sha256])
     return {
         "file": upload.filename,
         **{name: scores[task] for task, name in SCORE_NAMES.items()},
+        "text_source": TextSource.ARGUMENT if text else TextSource.NONE,
         "face_frames": int(clip.face_mask.sum()),
         "frames": len(clip.face_mask),
         "text_tokens": tokens,
         "text_truncated": tokens > limit,
-        "warnings": [f"transcript truncated from {tokens} to the tokenizer's limit of {limit} tokens"]
-        if tokens > limit
-        else [],
+        "warnings": warnings + ([caution] if caution else []),
+        "caution": caution,
         "release": model.release,
         "feature_config_hash": model.bundle.info["feature_config_hash"],
     }
@@ -316,18 +322,11 @@ def describe(model: LoadedModel, link: Path) -> dict:
         else {"valid_loss": model.bundle.info["valid_loss"]}
     )
     return {
+        **model.bundle.summary(),
         "model": str(link),
-        "path": str(model.path),
         "release": model.release,
-        "dataset": model.bundle.info.get("dataset"),
-        "feature_config_hash": model.bundle.info["feature_config_hash"],
-        "seeds": model.bundle.seeds,
-        "selected_seed": model.bundle.selected_seed,
-        "verified": model.bundle.verified,
         "metrics": metrics,
         "promotion": record,
-        "provenance": model.bundle.provenance,
-        "config": model.bundle.info["config"],
     }
 
 

@@ -26,6 +26,7 @@ from features.config import json_sha256
 from features.files import atomic_open, atomic_write_text, file_sha256
 from features.types import UNIMODAL_NAMES
 from selfmm.metrics import SIMS_BINS, class_indices
+from selfmm.model_card import ModelCard
 from selfmm.published import PUBLISHED, format_value
 
 FIGURES = {
@@ -167,6 +168,8 @@ def _page(report: dict, bundle: dict, features: Path, counts: np.ndarray, names:
         f"<h1>{_e(title)}</h1>",
         '<p id="missing" hidden><strong>Some figures could not be loaded: run selfmm evaluate --report '
         "again.</strong></p>",
+        "<h2>Model card</h2>",
+        _card(ModelCard.from_dict(bundle.get("card"))),
         "<h2>Metrics</h2>",
         "<p>Per seed, mean ± population std over seeds, predicting the training mean for every clip, and the "
         "published Self-MM numbers where there are some. Accuracies and F1 in percent.</p>",
@@ -194,6 +197,13 @@ def _page(report: dict, bundle: dict, features: Path, counts: np.ndarray, names:
         f"<title>{_e(title)}</title>\n<style>\n{STYLE}\n</style>\n</head>\n<body>\n{body}\n"
         f"<script>\n{IMAGE_CHECK}\n</script>\n</body>\n</html>\n"
     )
+
+
+def _card(card: ModelCard) -> str:
+    """What the model was trained on, with the caution a synthetic corpus calls for."""
+    rows = [line.split(": ", 1) for line in card.lines() if not line.startswith("caution: ")]
+    caution = f"<p><strong>{_e(card.caution)}</strong></p>" if card.caution else ""
+    return _table(["", ""], rows) + caution
 
 
 def _metrics_table(report: dict, seeds: list[str], dataset: str) -> str:

@@ -38,6 +38,7 @@ from selfmm.config import LabelRule, TrainConfig
 from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, frame_statistics, make_loader
 from selfmm.metrics import compute_metrics, mean_std
 from selfmm.model import SelfMM
+from selfmm.model_card import card_for
 from selfmm.numerics import Numerics, deterministic_kernels, pinned_threads
 from selfmm.predict import autocast, resolve_device, run_model
 from selfmm.text_encoder import load_text_config, load_text_encoder
@@ -98,8 +99,9 @@ def train(features: str | Path, out_dir: str | Path, config: TrainConfig) -> Tra
             result, weights = train_seed(seed, data, dims, config, device, statistics)
             save_weights(out_dir, seed, weights)
             results.append(result)
-        bundle = save_bundle(out_dir, config, store, dims, text_config, {r.seed: r.valid_loss for r in results})
-    mean, std = mean_std([r.test for r in results])
+        mean, std = mean_std([r.test for r in results])
+        card = card_for(store, config.text_model, mean)
+        bundle = save_bundle(out_dir, config, store, dims, text_config, {r.seed: r.valid_loss for r in results}, card)
     out = TrainResult(out_dir, results, bundle.selected_seed, mean, std)
     _write_outputs(out, data["train"].keys, config)
     write_manifest(out_dir)

@@ -2,9 +2,12 @@
 cache; a clip that cannot be used is a row with its error."""
 
 import csv
+import json
 import math
 import shutil
 from pathlib import Path
+
+import pytest
 
 from features.cache import ShardCache
 from flows.cli import main
@@ -76,3 +79,49 @@ def test_one_file_prints_its_scores(real_models, tmp_path, capsys):
     assert "sentiment" in capsys.readouterr().out
     assert main(["predict", "/nonexistent/clip.mp4", *model, *cache]) == 1
     assert "no such media file or folder" in capsys.readouterr().err
+
+
+def test_transcripts_are_found_under_either_name_and_a_clip_without_one_says_so(real_models, tmp_path, capsys):
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    (one, (one_text, _)), (two, (two_text, _)), (three, (three_text, _)) = MOSI_CLIPS.items()
+    shutil.copy(MOSI_MEDIA / f"{one}.mp4", folder / f"{one}.mp4")
+    (folder / f"{one}.txt").write_text(one_text)  # <clip>.txt
+    shutil.copy(MOSI_MEDIA / f"{two}.mp4", folder / f"{two}.mp4")
+    (folder / f"{two}.mp4.txt").write_text(two_text)  # <clip>.<ext>.txt
+    shutil.copy(MOSI_MEDIA / f"{three}.mp4", folder / f"{three}.mp4")  # no transcript
+    shutil.copy(MOSI_MEDIA / f"{three}.mp4", folder / "both.mp4")
+    (folder / "both.txt").write_text(three_text)
+    (folder / "both.mp4.txt").write_text("something else")  # two transcripts that differ: which one is meant?
+    shutil.copy(MOSI_MEDIA / f"{three}.mp4", folder / "same.mp4")
+    (folder / "same.txt").write_text(three_text)
+    (folder / "same.mp4.txt").write_text(f"{three_text}\n")  # the same text twice is no conflict
+    out = tmp_path / "predictions.csv"
+    model, cache = ["--model", str(real_models.first)], ["--cache-dir", str(tmp_path / "cache")]
+    assert main(["predict", str(folder), *model, *cache, "--out", str(out)]) == 0
+    capsys.readouterr()
+    rows = {r["clip"]: r for r in read_rows(out)}
+    assert {name: r["text_source"] for name, r in rows.items() if not r["error"]} == {
+        f"{one}.mp4": "file",
+        f"{two}.mp4": "file",
+        f"{three}.mp4": "none",
+        "same.mp4": "file",
+    }
+    assert "both.txt" in rows["both.mp4"]["error"] and "both.mp4.txt" in rows["both.mp4"]["error"]
+    assert rows["both.mp4"]["sentiment"] == ""
+    # the transcripts were read: each gives the text score of predicting that clip with --text
+    for name, text in ((one, one_text), (two, two_text), ("same", three_text)):
+        assert main(["predict", str(folder / f"{name}.mp4"), *model, *cache, "--text", text, "--json"]) == 0
+        alone = json.loads(capsys.readouterr().out)
+        assert alone["text_source"] == "argument"
+        assert float(rows[f"{name}.mp4"]["text_sentiment"]) == pytest.approx(alone["text_sentiment"], abs=1e-6)
+    assert rows[f"{one}.mp4"]["text_sentiment"] != rows[f"{two}.mp4"]["text_sentiment"]
+    # the clip without one scores as empty text, and the run says how many had none
+    assert main(["predict", str(folder / f"{three}.mp4"), *model, *cache, "--json"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["text_source"] == "none"
+    assert float(rows[f"{three}.mp4"]["text_sentiment"]) == pytest.approx(alone["text_sentiment"], abs=1e-6)
+    assert main(["predict", str(folder), *model, *cache, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "transcripts: 1 of 4 scored clips had none" in captured.err
+    assert json.loads(captured.out)["without_text"] == 1

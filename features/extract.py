@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
@@ -160,9 +161,11 @@ def extract_source(
     cache: ShardCache,
     extractors: Extractors | None = None,
     require_text: bool = True,
+    progress: Callable[[float], None] | None = None,
 ) -> SourceResult:
     """Features of every clip of one source; per-clip problems become failures, never exceptions.
-    ``require_text=False`` (prediction) keeps a clip without a transcript: its text is then unknown."""
+    ``require_text=False`` (prediction) keeps a clip without a transcript: its text is then unknown.
+    ``progress`` is called with the seconds of video decoded so far, as faces are extracted."""
     extractors = extractors or thread_extractors(config)
     name = str(source.media)
     try:
@@ -177,7 +180,7 @@ def extract_source(
     if status is SourceStatus.EXTRACTED:
         need_audio, need_vision = audio is None, vision is None
         try:
-            audio, vision = _compute(source, config, extractors, audio, vision)
+            audio, vision = _compute(source, config, extractors, audio, vision, progress)
         except MediaError as err:
             return _all_failed(source, Stage.DECODE, str(err))
         if need_audio and not any(k.startswith("error:") for k in audio):  # failed clips are retried next run
@@ -203,7 +206,12 @@ def _all_failed(source: SourceVideo, stage: Stage, error: str) -> SourceResult:
 
 
 def _compute(
-    source: SourceVideo, config: ExtractConfig, extractors: Extractors, audio: dict | None, vision: dict | None
+    source: SourceVideo,
+    config: ExtractConfig,
+    extractors: Extractors,
+    audio: dict | None,
+    vision: dict | None,
+    progress: Callable[[float], None] | None = None,
 ) -> tuple[dict, dict]:
     """Decode once and compute the modalities whose shards were missing."""
     frame_feats: list[np.ndarray] = []
@@ -213,6 +221,8 @@ def _compute(
         feats, mask = extractors.face.extract(frames)
         frame_feats.append(feats)
         frame_masks.append(mask)
+        if progress is not None:
+            progress(float(times[-1]))
 
     media = decode(
         source.media,

@@ -159,3 +159,21 @@ class _FrameSampler:
 
     def kept(self) -> np.ndarray:
         return np.stack(self._kept) if self._kept else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def media_duration(path: str | Path) -> float:
+    """The length of a media file in seconds from its container's header (the longest stream), without decoding:
+    what decides whether a subtitle cue lies past the end, or an upload is too long to score in a request."""
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            lengths = [float(s.duration * s.time_base) for s in container.streams if s.duration and s.time_base]
+            if container.duration:
+                lengths.append(container.duration / av.time_base)
+    except av.error.FFmpegError as err:
+        raise MediaError(f"{path}: cannot open media ({err})") from None
+    except FileNotFoundError:
+        raise MediaError(f"{path}: no such media file") from None
+    if not lengths:
+        raise MediaError(f"{path}: its container states no duration")
+    return max(lengths)

@@ -197,17 +197,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "media",
         type=Path,
-        help="a media file, a folder of media (searched recursively; <file>.txt beside one is its transcript) "
+        help="a media file, a folder of media (searched recursively; <clip>.txt or <clip>.<ext>.txt beside one is "
+        "its transcript) "
         "or a dataset folder (label.csv or a CMU segment file, any layout `selfmm extract` reads)",
     )
     p.add_argument("--model", required=True, type=Path, help="a model bundle, or models/<dataset>/champion")
     p.add_argument("--text", default="", help="the transcript of a single media file (empty: text unknown)")
+    p.add_argument(
+        "--subtitles",
+        type=Path,
+        default=None,
+        help="an SRT or WebVTT file of a single media file: one prediction per cue, written as timeline.csv, "
+        "timeline.png and timeline.html in --out (default: <media name>.timeline/)",
+    )
     p.add_argument("--seed", type=int, default=None, help="which seed's model (default: the bundle's selected)")
     p.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="predictions.csv to write, one row per clip (default: predictions.csv for a folder; none for a file)",
+        help="predictions.csv to write, one row per clip (default: predictions.csv for a folder; none for a file); "
+        "with --subtitles, the folder of the timeline files",
     )
     p.set_defaults(handler=_predict)
 
@@ -387,6 +396,8 @@ def _predict(args: argparse.Namespace) -> int:
     from selfmm.predict import Predictor
 
     params = load_params(args.params)
+    if args.subtitles is not None:
+        return _predict_timeline(args, params)
     inputs = find_inputs(args.media, args.text)
     bundle = load_bundle(args.model.resolve())  # a champion link resolved once: one release for every clip
     cache = ShardCache(args.cache_dir or params.run.cache_dir)
@@ -419,6 +430,37 @@ def _predict(args: argparse.Namespace) -> int:
         from flows.cli_text import prediction_text
 
         print(prediction_text(args.media, row))
+    return 0
+
+
+def _predict_timeline(args: argparse.Namespace, params: Params) -> int:
+    from features.cache import ShardCache
+    from flows.cli_text import decoding_progress, timeline_text
+    from selfmm.batch import extraction_config
+    from selfmm.bundle import load_bundle
+    from selfmm.predict import Predictor
+    from selfmm.timeline import merge_short_cues, predict_timeline, read_subtitles, write_timeline
+
+    if not args.media.is_file():
+        raise ConfigError(f"{args.media}: --subtitles goes with one media file, not a folder")
+    cues = merge_short_cues(read_subtitles(args.subtitles), params.predict.min_segment_s)
+    bundle = load_bundle(args.model.resolve())
+    cache = ShardCache(args.cache_dir or params.run.cache_dir)
+    with decoding_progress(args.media) as progress:
+        segments = predict_timeline(
+            Predictor(bundle, args.seed), args.media, cues, extraction_config(bundle), cache, progress
+        )
+    caution = bundle.card.caution_for([cache.media_hashes.sha256(args.media)])
+    if caution:
+        print(f"selfmm predict: {caution}", file=sys.stderr)
+    out = args.out or Path(f"{args.media.name}.timeline")
+    paths = write_timeline(out, segments, f"{args.media.name}: sentiment over time")
+    if args.json:
+        result = {"media": str(args.media), "subtitles": str(args.subtitles), "segments": len(segments)}
+        failed = sum(1 for s in segments if s.error)
+        print(json.dumps({**result, "failed": failed, **{k: str(v) for k, v in paths.items()}, "caution": caution}))
+    else:
+        print(timeline_text(args.media, segments, paths))
     return 0
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +14,7 @@ from selfmm.published import PUBLISHED, compare_table
 if TYPE_CHECKING:  # the command that prints it has loaded it
     from selfmm.batch import Row
     from selfmm.bundle import Bundle
+    from selfmm.timeline import Segment
 
 FAILURES_SHOWN = 20
 
@@ -67,3 +71,43 @@ def store_text(info: dict[str, Any]) -> str:
     if len(failures) > FAILURES_SHOWN:
         lines.append(f"    ... {len(failures) - FAILURES_SHOWN} more")
     return "\n".join(lines)
+
+
+def timeline_text(media: Path, segments: list[Segment], paths: dict[str, Path]) -> str:
+    """One line per segment (time, fused score, text), then where the files are."""
+    lines = [f"{media}: {len(segments)} segments"]
+    for s in segments:
+        score = f"{s.sentiment:+.3f}" if not s.error else "  --  "
+        lines.append(
+            f"  {s.start:8.2f}-{s.end:8.2f} s  {score}  {s.text[:60]}{'  [' + s.error + ']' if s.error else ''}"
+        )
+    lines.append("wrote " + ", ".join(str(p) for p in paths.values()))
+    return "\n".join(lines)
+
+
+@contextmanager
+def decoding_progress(media: Path, steps: int = 10) -> Iterator[Callable[[float], None]]:
+    """A callable taking the seconds of ``media`` decoded so far: a bar on a terminal, otherwise a line on stderr
+    at every tenth of the way (a log that a pipe or a CI job can follow)."""
+    from tqdm import tqdm
+
+    from features.media import media_duration
+
+    duration = media_duration(media)
+    with tqdm(total=round(duration, 1), unit="s", desc=f"decoding {media.name}", disable=None, leave=False) as bar:
+        said = 0
+
+        def report(seconds: float) -> None:
+            nonlocal said
+            if not bar.disable:
+                bar.update(round(min(seconds, duration), 1) - bar.n)
+                return
+            step = min(steps, int(steps * seconds / duration)) if duration > 0 else steps
+            if step > said:
+                said = step
+                print(
+                    f"decoding {media.name}: {100 * step // steps}% ({seconds:.1f} of {duration:.1f} s)",
+                    file=sys.stderr,
+                )
+
+        yield report

@@ -23,7 +23,7 @@ from flows.settings import in_project
 from selfmm.config import TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
-SECTIONS = ("extract", "run", "demo", "train", "build", "serve")  # and train_<name>: more training sections
+SECTIONS = ("extract", "run", "demo", "train", "build", "predict", "serve")  # and train_<name>: more training sections
 
 
 class TaskRunnerKind(StrEnum):
@@ -75,14 +75,28 @@ class ServedDatasetConfig:
 
 
 @dataclass(frozen=True)
+class PredictConfig:
+    """``predict``: scoring new media (``selfmm predict``, the predict/<d> deployment, the model service)."""
+
+    min_segment_s: float = 2.0  # subtitle cues shorter than this are joined with their neighbours
+
+    def __post_init__(self) -> None:
+        if self.min_segment_s < 0:
+            raise ConfigError(f"min_segment_s must be 0 or more seconds, not {self.min_segment_s}")
+
+
+@dataclass(frozen=True)
 class ModelServiceConfig:
     """``serve.model``: ``selfmm serve-model``, the HTTP service that answers predictions with the champion."""
 
     max_upload_mb: float = 200.0  # an upload larger than this is refused (413) as soon as it passes the limit
     max_concurrent: int | None = None  # predictions running at once; None: the number of CPU cores
     max_waiting: int = 16  # requests queued behind those; more get 503 with Retry-After
+    max_video_s: float = 300.0  # a longer video is refused (413): the CLI or the predict/<d> deployment score it
 
     def __post_init__(self) -> None:
+        if self.max_video_s <= 0:
+            raise ConfigError(f"max_video_s must be positive, not {self.max_video_s}")
         if self.max_upload_mb <= 0:
             raise ConfigError(f"max_upload_mb must be positive, not {self.max_upload_mb}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -122,6 +136,7 @@ class Params:
     extract: dict[str, Any] = field(default_factory=dict)
     run: RunConfig = field(default_factory=RunConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     train: dict[str, dict[str, Any]] = field(default_factory=dict)  # train, train_mosi, ...
     build: dict[str, str] = field(default_factory=lambda: {"demo": "train"})  # dataset -> its training section
@@ -173,6 +188,7 @@ def parse_params(data: dict[str, Any]) -> Params:
         extract=extract,
         run=from_section(RunConfig, data.get("run"), "run"),
         demo=from_section(DemoConfig, data.get("demo"), "demo"),
+        predict=from_section(PredictConfig, data.get("predict"), "predict"),
         serve=serve,
         train=train,
         build=build,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -54,6 +54,7 @@ class TextSource(StrEnum):
 
     FILE = "file"  # <clip>.txt or <clip>.<ext>.txt beside the media
     ARGUMENT = "argument"  # --text, or the service's text field
+    SUBTITLES = "subtitles"  # a subtitle cue's text (selfmm/timeline.py)
     DATASET = "dataset"  # the dataset's label file
     NONE = "none"  # no transcript: the text score is the model's score of empty text
 
@@ -148,15 +149,22 @@ def sidecar_transcript(media: Path) -> str | None:
     return next(iter(found.values()), None)
 
 
-def predict_inputs(predictor: Predictor, inputs: Inputs, config: ExtractConfig, cache: ShardCache) -> list[Row]:
-    """Every clip of ``inputs`` extracted through ``cache`` and scored; the rows in input order, rejects last."""
+def predict_inputs(
+    predictor: Predictor,
+    inputs: Inputs,
+    config: ExtractConfig,
+    cache: ShardCache,
+    progress: Callable[[float], None] | None = None,
+) -> list[Row]:
+    """Every clip of ``inputs`` extracted through ``cache`` and scored; the rows in input order, rejects last.
+    ``progress`` gets the seconds of each source decoded so far."""
     extractors = thread_extractors(config)
     rows: list[Row] = []
     pending: list[tuple[Row, Clip]] = []
     for source in inputs.sources:
         video = source.video
         try:
-            result = extract_source(video, config, cache, extractors, require_text=False)
+            result = extract_source(video, config, cache, extractors, require_text=False, progress=progress)
             done = {(c.video_id, c.clip_id): c for c in result.clips}
             failed = {(f.video, f.clip): f"{f.stage}: {f.error}" for f in result.failures}
         except Exception as err:  # noqa: BLE001 - a row per clip; the other sources go on

@@ -81,10 +81,10 @@ def write_html_report(out_dir: Path, report: dict, model_dir: Path, features: Pa
     predicted, true = predictions["predicted"].astype(np.float32), predictions["label"].astype(np.float32)
     counts, names = confusion_matrix(family, predicted, true)
     selected = int(bundle["selected_seed"])
-    _save(out_dir / FIGURES["loss"], lambda: _loss_figure(histories))
-    _save(out_dir / FIGURES["scatter"], lambda: _scatter_figure(predicted, true, selected))
-    _save(out_dir / FIGURES["confusion"], lambda: _confusion_figure(counts, names, selected))
-    _save(out_dir / FIGURES["unimodal"], lambda: _unimodal_figure(unimodal, selected))
+    save_png(out_dir / FIGURES["loss"], lambda: _loss_figure(histories))
+    save_png(out_dir / FIGURES["scatter"], lambda: _scatter_figure(predicted, true, selected))
+    save_png(out_dir / FIGURES["confusion"], lambda: _confusion_figure(counts, names, selected))
+    save_png(out_dir / FIGURES["unimodal"], lambda: _unimodal_figure(unimodal, selected))
     page = _page(report, bundle, features, counts, names)
     atomic_write_text(out_dir / "report.html", page)
     return out_dir / "report.html"
@@ -98,7 +98,7 @@ def _read_columns(path: Path) -> dict[str, np.ndarray]:
     return {n: np.array([float(r[n]) if r[n] != "" else math.nan for r in rows]) for n in names}
 
 
-def _save(path: Path, draw: Callable[[], Figure]) -> None:
+def save_png(path: Path, draw: Callable[[], Figure]) -> None:
     """PNG bytes that depend on the data and matplotlib alone: matplotlib's default style (not the user's
     matplotlibrc), no Software tag, fixed dpi; a Figure of its own, so no pyplot state is shared."""
     with matplotlib.style.context("default"):

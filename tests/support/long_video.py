@@ -42,7 +42,7 @@ def read_clip(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
         for frame in container.decode(*container.streams.video, *container.streams.audio):
             if isinstance(frame, av.VideoFrame):
                 frames.append(frame.to_ndarray(format="rgb24"))
-            else:
+            elif isinstance(frame, av.AudioFrame):
                 chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
         chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
     frames = frames[: len(frames) // STEP_FRAMES * STEP_FRAMES]

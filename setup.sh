@@ -9,7 +9,7 @@ PY=${PYTHON:-python3.11}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # requirements.lock pins every package; torch/torchvision are the CUDA builds that also run on a CPU
-# (the CPU-only torch wheel breaks PyPI's torchvision, see ../shared/ENVIRONMENT.md).
+# (the CPU-only torch wheel breaks PyPI's torchvision: docs/install.md, "Without the CUDA libraries").
 # --require-hashes: every file must match a hash in the lock. pip refuses -e under it: the project goes in apart.
 .venv/bin/python -m pip install -q --require-hashes -r requirements.lock
 .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .

@@ -31,8 +31,8 @@ Environment (the commands used; torch 2.13.0 is the CPU build on this machine's 
 mediapipe's opencv-contrib-python, which is put back; MMSA-FET runs ``ffmpeg`` from PATH, taken from
 imageio-ffmpeg's static build since the machine has none)::
 
-    python3.11 -m venv /work/scratch/fet/venv
-    cd /work/scratch/fet
+    python3.11 -m venv build/mmsa-fet/venv      # from the repository root; build/ is git-ignored
+    cd build/mmsa-fet
     flock /tmp/bench.lock venv/bin/pip install torch==2.13.0
     flock /tmp/bench.lock venv/bin/pip install MMSA-FET==0.4.1 mediapipe==0.10.21 numpy==1.26.4 \\
         opensmile==2.6.0 'pyarrow<26' transformers==5.24.0 torch==2.13.0 imageio-ffmpeg
@@ -68,7 +68,7 @@ from benchmarks.bench_cli import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
-DEFAULT_PYTHON = Path("/work/scratch/fet/venv/bin/python")
+DEFAULT_PYTHON = REPO / "build" / "mmsa-fet" / "venv" / "bin" / "python"
 SENTENCE = "a short sentence"  # make_dataset's text of every clip
 TEXT_VARIANTS = ("bert", "glove", "none")
 

@@ -179,7 +179,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # SIMS values, except: batches of 16 with 2-batch accumulation and the trailing batches stepped, so a
     # ~200-clip training split gets 6-7 optimizer steps per epoch instead of 1; shorter patience and an
     # epoch cap for the time budget; standardised audio and vision (raw eGeMAPS spans 0.01 to 2000, and the
-    # audio LSTM then learns nothing of the audio label: docs/demo.md, "ULGM"); three seeds; portable numerics on two
+    # audio LSTM then learns nothing of the audio label: docs/ulgm.md); three seeds; portable numerics on two
     # threads, so that every machine trains the same bits (`dvc repro` reproduces the committed dvc.lock).
     "demo": {
         **SIMS,

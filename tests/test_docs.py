@@ -1,0 +1,57 @@
+"""The README's Python usage block and quick commands, run as a user would run them after ``dvc repro``: in a
+folder whose ``data/demo`` holds a (small) demo corpus, with the venv's ``python`` and ``selfmm``."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from features.datasets.demo.corpus import make_demo_corpus
+from tests.support.data import REPO
+from tests.support.projects import BIN, env
+
+
+def readme_block(language: str, after: str) -> str:
+    """The first ``language`` code block of the README after the heading ``after``."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index(f"\n{after}\n") :]
+    match = re.search(rf"```{language}\n(.*?)\n```", section, re.DOTALL)
+    assert match, f"README.md: no ```{language} block after {after!r}"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def user_folder(tmp_path_factory) -> Path:
+    """A folder as ``dvc repro`` leaves it, with a 12-clip demo corpus (four videos: train, valid and test)."""
+    root = tmp_path_factory.mktemp("user")
+    make_demo_corpus(root / "data" / "demo", clips=12, seed=0, clips_per_video=3, workers=1)
+    return root
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    done = subprocess.run(cmd, cwd=cwd, env={**env(cwd), "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.mark.timeout(300)
+def test_python_usage_block_extracts_trains_evaluates_and_predicts(user_folder):
+    out = run([sys.executable, "-c", readme_block("python", "## Python usage")], user_folder)
+    assert re.search(r"^12 clips extracted, 0 failed$", out, re.MULTILINE), out
+    assert "'MAE'" in out and "'Corr'" in out, out
+    prediction = re.search(r"\{'M': (\S+), 'T': (\S+), 'A': (\S+), 'V': (\S+)\}", out)
+    assert prediction, out
+    assert all(-1.5 < float(score.rstrip(",}")) < 1.5 for score in prediction.groups())  # the demo's label range
+    assert (user_folder / "build" / "api" / "model" / "bundle.json").is_file()
+
+
+def test_quick_commands(user_folder):
+    assert "predict" in run([str(BIN / "selfmm"), "--help"], user_folder)
+    if not (user_folder / "build" / "api" / "model").is_dir():
+        pytest.skip("needs the model that the usage block trains (run the whole module)")
+    info = run([str(BIN / "selfmm"), "info", "build/api/model"], user_folder)
+    assert "trained on: demo (synthetic" in info, info

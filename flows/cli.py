@@ -468,11 +468,14 @@ def _serve_model(args: argparse.Namespace) -> int:
     from flows.params import load_params
     from selfmm.model_service import ServiceSettings, serve_model
 
-    limits = load_params(args.params).serve.model
+    params = load_params(args.params)
+    limits = params.serve.model
     settings = ServiceSettings(
         max_upload_bytes=int(limits.max_upload_mb * 2**20),
         max_concurrent=limits.max_concurrent or os.cpu_count() or 1,
         max_waiting=limits.max_waiting,
+        max_video_s=limits.max_video_s,
+        min_segment_s=params.predict.min_segment_s,
     )
     serve_model(args.model, settings, args.host, args.port)
     return 0

@@ -27,6 +27,7 @@ from selfmm.batch import (
 )
 from selfmm.bundle import load_bundle
 from selfmm.predict import Predictor
+from selfmm.timeline import merge_short_cues, predict_timeline, read_subtitles, write_timeline
 
 
 def incoming_folder(dataset: str) -> Path:
@@ -34,11 +35,20 @@ def incoming_folder(dataset: str) -> Path:
 
 
 @flow(name="predict", flow_run_name="predict-{dataset}")
-def predict_flow(dataset: str, incoming: str | None = None, model: str | None = None, out: str | None = None) -> dict:
+def predict_flow(
+    dataset: str,
+    incoming: str | None = None,
+    model: str | None = None,
+    out: str | None = None,
+    subtitles: str | None = None,
+) -> dict:
     """Predict every clip of ``incoming`` (default data/<dataset>/incoming/: a folder of media or a dataset
-    folder) with ``model`` (default the dataset's champion); one row per clip, failures included."""
+    folder) with ``model`` (default the dataset's champion); one row per clip, failures included. With
+    ``subtitles`` (SRT or WebVTT), ``incoming`` is one media file, scored cue by cue into a timeline."""
     logger = get_run_logger()
     paths = DatasetPaths(dataset)
+    if subtitles is not None:
+        return _timeline(dataset, Path(incoming or ""), Path(subtitles), model, out)
     folder = Path(incoming) if incoming else incoming_folder(dataset)
     if not folder.is_dir():
         raise DatasetError(
@@ -67,3 +77,26 @@ def predict_flow(dataset: str, incoming: str | None = None, model: str | None = 
     if result["caution"]:
         logger.warning(result["caution"])
     return result
+
+
+def _timeline(dataset: str, media: Path, subtitles: Path, model: str | None, out: str | None) -> dict:
+    """timeline.csv/png/html of one media file (default under models/<dataset>/timelines/<file>/) and a table
+    artifact of its segments."""
+    paths = DatasetPaths(dataset)
+    if not media.is_file():
+        raise DatasetError(f"{media}: no such media file (with subtitles, incoming names the file to score)")
+    params = load_params()
+    bundle = load_bundle(Path(model or paths.champion).resolve())
+    cues = merge_short_cues(read_subtitles(subtitles), params.predict.min_segment_s)
+    segments = predict_timeline(
+        Predictor(bundle), media, cues, extraction_config(bundle), ShardCache(params.run.cache_dir)
+    )
+    files = write_timeline(Path(out) if out else paths.home / "timelines" / media.name, segments, media.name)
+    failed = sum(1 for s in segments if s.error)
+    create_table_artifact(
+        [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(s).items()} for s in segments],
+        key=artifact_key("timeline", dataset),
+        description=f"{media} with {subtitles}, by {bundle.path}: {len(segments)} segments, {failed} failed",
+    )
+    get_run_logger().info("%s: %d segments, %d failed -> %s", media, len(segments), failed, files["timeline.html"])
+    return {"segments": len(segments), "failed": failed, **{name: str(path) for name, path in files.items()}}

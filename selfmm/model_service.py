@@ -1,6 +1,9 @@
 """``selfmm serve-model``: an HTTP service (FastAPI on uvicorn) that answers predictions with a champion.
 
-    POST /predict   multipart: ``file`` (the media) and optional ``text`` (the transcript) -> JSON scores
+    GET  /          a page (selfmm/model_page.html) that uploads a clip and shows its scores or timeline
+    POST /predict   multipart: ``file`` (the media) and optional ``text`` (the transcript) -> JSON scores; with a
+                    ``subtitles`` file (SRT or WebVTT) -> one prediction per cue
+    GET  /docs      this API, from the OpenAPI schema at /openapi.json (offline: no Swagger UI from a CDN)
     GET  /health    up, which release, whether its files verified, why a newer one is not served, how busy
     GET  /model     the model card (what it was trained on), provenance, metrics and release of the served model
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import shutil
 import tempfile
 import threading
@@ -29,20 +33,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 from transformers import AutoTokenizer
 
+from features.cache import ShardCache
 from features.config import ExtractConfig
 from features.errors import PipelineError
 from features.extract import extract_file
 from features.files import TEMP_MARK
-from features.media import MediaError
+from features.media import MediaError, media_duration
 from selfmm.batch import SCORE_NAMES, TextSource, extraction_config
 from selfmm.bundle import Bundle, load_bundle
+from selfmm.model_page import PAGE, PREDICT_BODY, api_reference
 from selfmm.predict import Predictor
+from selfmm.timeline import SUBTITLE_SUFFIXES, SubtitleError, merge_short_cues, predict_timeline, read_subtitles
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks  # a TypedDict defined for type checkers only
@@ -50,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("selfmm.model_service")
 
 MAX_TEXT_BYTES = 64 * 1024  # a transcript part longer than this is refused (the tokenizer keeps far less)
+MAX_SUBTITLE_BYTES = 2 * 2**20  # a subtitles part longer than this is refused (hours of cues)
 DRAIN_BYTES = 4 * 2**20  # after refusing an upload, read at most this much more of it so the client sees the answer
 DRAIN_IDLE = 1.0  # seconds of silence that end that reading
 RETRY_AFTER = 2  # seconds, the hint a 503 gives
@@ -71,6 +79,8 @@ class ServiceSettings:
     max_upload_bytes: int = 200 * 2**20
     max_concurrent: int = 2  # predictions at once
     max_waiting: int = 16  # requests admitted beyond those, waiting
+    max_video_s: float = 300.0  # a longer video is refused (413): one request decodes it whole
+    min_segment_s: float = 2.0  # subtitle cues shorter than this are joined with their neighbours (params predict)
 
 
 @dataclass
@@ -158,13 +168,16 @@ def check_filename(name: str) -> str:
 
 @dataclass
 class Upload:
-    """The parts of one multipart body as they stream in: ``file`` to disk in ``folder``, ``text`` in memory."""
+    """The parts of one multipart body as they stream in: ``file`` to disk in ``folder``, ``text`` and
+    ``subtitles`` in memory."""
 
     folder: Path
     media: Path | None = None
     filename: str = ""
     size: int = 0
     text: bytearray = field(default_factory=bytearray)
+    subtitles: bytearray = field(default_factory=bytearray)
+    subtitles_name: str = ""
     _headers: dict[bytes, bytes] = field(default_factory=dict)
     _header: bytes = b""
     _part: str | None = None  # "file", "text", or None (a part that is ignored)
@@ -205,6 +218,13 @@ class Upload:
             self._part = "file"
         elif name == "text":
             self._part = "text"
+        elif name == "subtitles":
+            if self.subtitles_name:
+                raise ServiceError(400, "more than one 'subtitles' part: send one subtitles file per request")
+            self.subtitles_name = check_filename(options.get(b"filename", b"subtitles").decode("utf-8", "replace"))
+            if Path(self.subtitles_name).suffix.lower() not in SUBTITLE_SUFFIXES:
+                raise ServiceError(400, f"subtitles {self.subtitles_name!r}: expected an .srt or .vtt file")
+            self._part = "subtitles"
 
     def _data(self, data: bytes, start: int, end: int) -> None:
         if self._part == "file":
@@ -214,6 +234,10 @@ class Upload:
             self.text += data[start:end]
             if len(self.text) > MAX_TEXT_BYTES:
                 raise ServiceError(413, f"transcript over {MAX_TEXT_BYTES} bytes")
+        elif self._part == "subtitles":
+            self.subtitles += data[start:end]
+            if len(self.subtitles) > MAX_SUBTITLE_BYTES:
+                raise ServiceError(413, f"subtitles over {MAX_SUBTITLE_BYTES // 2**20} MB")
 
     def _end(self) -> None:
         self.close()
@@ -231,7 +255,9 @@ async def read_upload(request: Request, folder: Path, limit: int) -> Upload:
     kind, options = parse_options_header(request.headers.get("content-type", ""))
     if kind != b"multipart/form-data" or b"boundary" not in options:
         raise ServiceError(
-            415, "expected a multipart/form-data upload: a 'file' part (the media) and an optional 'text' part"
+            415,
+            "expected a multipart/form-data upload: a 'file' part (the media), and an optional 'text' part or "
+            "'subtitles' file",
         )
     upload = Upload(folder)
     stream = request.stream()
@@ -275,8 +301,9 @@ async def _drain(stream: AsyncIterator[bytes]) -> None:
             return
 
 
-def predict_upload(follower: ModelFollower, upload: Upload) -> dict:
-    """The scores of one uploaded clip by the current model (runs on a pool thread)."""
+def predict_upload(follower: ModelFollower, upload: Upload, settings: ServiceSettings) -> dict:
+    """The scores of one uploaded clip by the current model, or its timeline when subtitles came with it (runs on
+    a pool thread)."""
     model = follower.get()
     try:
         text = upload.text.decode("utf-8").strip()
@@ -284,16 +311,30 @@ def predict_upload(follower: ModelFollower, upload: Upload) -> dict:
         raise ServiceError(400, "the 'text' part is not UTF-8") from None
     assert upload.media is not None  # read_upload refuses a body without one
     try:
+        duration = media_duration(upload.media)
+        if duration > settings.max_video_s:
+            raise ServiceError(
+                413,
+                f"{upload.filename}: {duration:.1f} s of media, over the limit of {settings.max_video_s:g} s for one "
+                "request (params serve.model.max_video_s): score it with `selfmm predict FILE [--subtitles SRT]` or "
+                "the predict/<dataset> deployment",
+            )
+        if upload.subtitles_name:
+            return predict_timeline_upload(model, upload, settings)
         clip = extract_file(upload.media, text, model.config)
         scores = model.predictor.predict([clip])[clip.key]
+    except SubtitleError as err:
+        raise ServiceError(400, f"{upload.subtitles_name}: {str(err).split(': ', 1)[-1]}") from None
     except PipelineError as err:  # MediaError (not media, corrupt, no audio), DataError (unusable features)
+        if isinstance(err, ServiceError):
+            raise
         what = "not a usable media file" if isinstance(err, MediaError) else "cannot be scored"
         raise ServiceError(422, f"{upload.filename}: {what}: {str(err).replace(str(upload.media), '')}") from None
     tokens = len(model.tokenizer(text)["input_ids"])
     limit = model.config.text.max_length
-    warnings = (
-        [f"transcript truncated from {tokens} to the tokenizer's limit of {limit} tokens"] if tokens > limit else []
-    )
+    warnings = []
+    if tokens > limit:
+        warnings.append(f"transcript truncated from {tokens} to the tokenizer's limit of {limit} tokens")
     if not text:
         warnings.append("no transcript (an empty 'text' part or none): text_sentiment is the score of empty text")
     caution = model.bundle.card.caution_for([clip.media_sha256])
@@ -306,6 +347,36 @@ def predict_upload(follower: ModelFollower, upload: Upload) -> dict:
         "text_tokens": tokens,
         "text_truncated": tokens > limit,
         "warnings": warnings + ([caution] if caution else []),
+        "caution": caution,
+        "release": model.release,
+        "feature_config_hash": model.bundle.info["feature_config_hash"],
+    }
+
+
+def predict_timeline_upload(model: LoadedModel, upload: Upload, settings: ServiceSettings) -> dict:
+    """One prediction per subtitle cue of the uploaded media, through a shard cache private to the request."""
+    assert upload.media is not None
+    subtitles = upload.folder / f"subtitles{Path(upload.subtitles_name).suffix.lower()}"
+    subtitles.write_bytes(bytes(upload.subtitles))
+    cues = merge_short_cues(read_subtitles(subtitles), settings.min_segment_s)
+    cache = ShardCache(upload.folder / "cache")
+    segments = predict_timeline(model.predictor, upload.media, cues, model.config, cache)
+    caution = model.bundle.card.caution_for([cache.media_hashes.sha256(upload.media)])
+    return {
+        "file": upload.filename,
+        "subtitles": upload.subtitles_name,
+        "segments": [
+            {
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                **{name: None if math.isnan(v := getattr(s, name)) else v for name in SCORE_NAMES.values()},
+                "face_frames": s.face_frames,
+                "error": s.error,
+            }
+            for s in segments
+        ],
+        "warnings": [caution] if caution else [],
         "caution": caution,
         "release": model.release,
         "feature_config_hash": model.bundle.info["feature_config_hash"],
@@ -344,7 +415,15 @@ def create_app(model: str | Path, settings: ServiceSettings, temp_root: str | Pa
         gate.executor.shutdown(wait=True)
         shutil.rmtree(uploads, ignore_errors=True)
 
-    app = FastAPI(title="selfmm model service", lifespan=lifespan)
+    # no Swagger UI: FastAPI's loads its scripts from a CDN, and the service must work offline. /docs is a page of
+    # our own drawn from the same OpenAPI schema (/openapi.json).
+    app = FastAPI(
+        title="selfmm model service",
+        summary="Self-MM sentiment of uploaded clips, and timelines of subtitled videos",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.uploads = uploads
     app.state.follower = follower
 
@@ -357,17 +436,25 @@ def create_app(model: str | Path, settings: ServiceSettings, temp_root: str | Pa
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"error": f"internal error: {type(err).__name__}: {err}"}, status_code=500)
 
-    @app.post("/predict")
+    @app.get("/", response_class=HTMLResponse, summary="the page: upload a clip, see its scores and timeline")
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE)
+
+    @app.get("/docs", response_class=HTMLResponse, summary="this API, drawn from /openapi.json")
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(api_reference(app.openapi()))
+
+    @app.post("/predict", summary="scores of one clip, or its timeline with subtitles", openapi_extra=PREDICT_BODY)
     async def predict(request: Request) -> dict:
         with gate.admit():
             folder = Path(tempfile.mkdtemp(dir=uploads))
             try:
                 upload = await read_upload(request, folder, settings.max_upload_bytes)
-                return await gate.run(predict_upload, follower, upload)
+                return await gate.run(predict_upload, follower, upload, settings)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    @app.get("/health")
+    @app.get("/health", summary="up, which release, why a newer one is not served, how busy")
     async def health() -> dict:
         model = await asyncio.to_thread(follower.get)  # a switch loads the new release off the event loop
         return {
@@ -380,7 +467,7 @@ def create_app(model: str | Path, settings: ServiceSettings, temp_root: str | Pa
             "capacity": gate.capacity,
         }
 
-    @app.get("/model")
+    @app.get("/model", summary="the model card, provenance, metrics and release of the served model")
     async def model_info() -> dict:
         return describe(await asyncio.to_thread(follower.get), link)
 

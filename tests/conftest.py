@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # else impor
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-SHARED_FIXTURES = {"mosi_dataset", "real_models"}
+SHARED_FIXTURES = {"mosi_dataset", "real_models", "long_mosi_video"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -106,3 +106,13 @@ def real_models(tmp_path_factory):
     from tests.support.model_service import make_real_models
 
     return make_real_models(tmp_path_factory.mktemp("real-models"))
+
+
+@pytest.fixture(scope="session")
+def long_mosi_video(tmp_path_factory):
+    """The real MOSI clips end to end in one lossless video with an SRT of their transcripts, and each alone."""
+    from tests.support.data import MOSI_CLIPS, MOSI_MEDIA
+    from tests.support.long_video import make_long_video
+
+    clips = {name: (MOSI_MEDIA / f"{name}.mp4", text) for name, (text, _) in MOSI_CLIPS.items()}
+    return make_long_video(tmp_path_factory.mktemp("long-video"), clips)

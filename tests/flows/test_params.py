@@ -107,7 +107,9 @@ def test_built_and_served_datasets_name_training_sections_that_exist_and_agree(t
 
 def test_unknown_sections_and_missing_files_are_config_errors(tmp_path):
     message = refused(write_params(tmp_path, "extrakt", "audio", {}))
-    assert "unknown section(s) extrakt; allowed: extract, run, demo, train, build, serve, train_<name>" in message
+    assert (
+        "unknown section(s) extrakt; allowed: extract, run, demo, train, build, predict, serve, train_<name>" in message
+    )
     with pytest.raises(ConfigError, match="no such params file"):
         load_params(tmp_path / "nope.yaml")
 
@@ -160,3 +162,9 @@ def test_an_error_outside_the_project_family_propagates(monkeypatch, tmp_path):
 
     monkeypatch.setattr(flows.cli, "_info", refuses)
     assert main(["info", str(tmp_path / "x.h5")]) == 1
+
+
+def test_the_predict_section_and_the_video_limit_are_checked(tmp_path):
+    assert "predict: min_segment_s must be 0 or more" in refused(write_params(tmp_path, "predict", "min_segment_s", -1))
+    message = refused(write_params(tmp_path, "serve", "model.max_video_s", 0))
+    assert "serve.model" in message and "max_video_s must be positive" in message

@@ -36,6 +36,24 @@ def test_predict_flow_writes_predictions_and_a_table_artifact(real_models, tmp_p
         predict_flow(dataset="nope")
 
 
+def test_predict_flow_with_subtitles_writes_a_timeline(
+    real_models, long_mosi_video, tmp_path, monkeypatch, prefect_server
+):
+    monkeypatch.chdir(tmp_path)
+    paths = DatasetPaths("demo")
+    shutil.copytree(real_models.first, paths.model)
+    promote(paths, {"time": "t0"})
+    result = predict_flow(dataset="demo", incoming=str(long_mosi_video.path), subtitles=str(long_mosi_video.subtitles))
+    assert (result["segments"], result["failed"]) == (3, 0)
+    assert result["timeline.csv"] == str(paths.home / "timelines" / "long.mkv" / "timeline.csv")
+    with open(result["timeline.csv"], newline="") as f:
+        assert [r["text"] for r in csv.DictReader(f)] == [p.text for p in long_mosi_video.parts]
+    artifact = cast(Artifact | None, Artifact.get("timeline-demo"))
+    assert artifact is not None and long_mosi_video.parts[1].text in str(artifact.data)
+    with pytest.raises(DatasetError, match="no such media file"):
+        predict_flow(dataset="demo", incoming=str(tmp_path / "none.mp4"), subtitles=str(long_mosi_video.subtitles))
+
+
 def test_every_served_dataset_gets_a_predict_deployment():
     params = parse_params({"serve": {"datasets": {"demo": {"train_section": "train"}}}})
     deployments = build_deployments(served_datasets(params), RunConfig())

@@ -15,16 +15,9 @@ from selfmm.batch import SCORE_NAMES, extraction_config
 from selfmm.bundle import load_bundle
 from selfmm.predict import Predictor
 from selfmm.timeline import Cue, SubtitleError, merge_short_cues, predict_timeline, read_subtitles
-from tests.support.data import MOSI_CLIPS, MOSI_MEDIA
-from tests.support.long_video import FPS, LongVideo, make_long_video
+from tests.support.long_video import FPS
 
 TOLERANCE = 1e-4  # float noise: the segments are scored in one padded batch, the clips alone
-
-
-@pytest.fixture(scope="module")
-def long_video(tmp_path_factory) -> LongVideo:
-    clips = {name: (MOSI_MEDIA / f"{name}.mp4", text) for name, (text, _) in MOSI_CLIPS.items()}
-    return make_long_video(tmp_path_factory.mktemp("long"), clips)
 
 
 def scores(row: dict) -> list[float]:
@@ -32,19 +25,19 @@ def scores(row: dict) -> list[float]:
 
 
 def test_each_segment_equals_its_clip_scored_alone_and_a_cut_one_frame_off_is_seen(
-    real_models, long_video, tmp_path, capsys
+    real_models, long_mosi_video, tmp_path, capsys
 ):
     model, cache = ["--model", str(real_models.first)], ["--cache-dir", str(tmp_path / "cache")]
     out = tmp_path / "timeline"
-    args = ["predict", str(long_video.path), "--subtitles", str(long_video.subtitles), "--out", str(out)]
+    args = ["predict", str(long_mosi_video.path), "--subtitles", str(long_mosi_video.subtitles), "--out", str(out)]
     assert main([*args, *model, *cache]) == 0
     assert "3 segments" in capsys.readouterr().out
     with open(out / "timeline.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(float(r["start"]), float(r["end"]), r["text"]) for r in rows] == [
-        (p.start, p.end, p.text) for p in long_video.parts
+        (p.start, p.end, p.text) for p in long_mosi_video.parts
     ]
-    for row, part in zip(rows, long_video.parts, strict=True):
+    for row, part in zip(rows, long_mosi_video.parts, strict=True):
         assert row["error"] == ""
         assert main(["predict", str(part.alone), *model, *cache, "--text", part.text, "--json"]) == 0
         alone = json.loads(capsys.readouterr().out)
@@ -53,9 +46,9 @@ def test_each_segment_equals_its_clip_scored_alone_and_a_cut_one_frame_off_is_se
 
     # the same cues one frame late: other frames and samples, other scores
     bundle = load_bundle(real_models.first)
-    late = [Cue(c.start + 1 / FPS, c.end + 1 / FPS, c.text) for c in read_subtitles(long_video.subtitles)]
+    late = [Cue(c.start + 1 / FPS, c.end + 1 / FPS, c.text) for c in read_subtitles(long_mosi_video.subtitles)]
     shifted = predict_timeline(
-        Predictor(bundle), long_video.path, late, extraction_config(bundle), ShardCache(tmp_path / "cache")
+        Predictor(bundle), long_mosi_video.path, late, extraction_config(bundle), ShardCache(tmp_path / "cache")
     )
     for row, segment in zip(rows, shifted, strict=True):
         moved = [getattr(segment, name) for name in SCORE_NAMES.values()]
@@ -63,7 +56,7 @@ def test_each_segment_equals_its_clip_scored_alone_and_a_cut_one_frame_off_is_se
 
 
 def test_the_timeline_files_are_offline_and_a_cue_past_the_end_is_a_row_with_its_error(
-    real_models, long_video, tmp_path, capsys
+    real_models, long_mosi_video, tmp_path, capsys
 ):
     subtitles = tmp_path / "talk.vtt"
     subtitles.write_text(
@@ -72,7 +65,7 @@ def test_the_timeline_files_are_offline_and_a_cue_past_the_end_is_a_row_with_its
     )
     out = tmp_path / "out"
     cache = ["--cache-dir", str(tmp_path / "cache")]
-    args = ["predict", str(long_video.path), "--subtitles", str(subtitles), "--model", str(real_models.first)]
+    args = ["predict", str(long_mosi_video.path), "--subtitles", str(subtitles), "--model", str(real_models.first)]
     assert main([*args, *cache, "--out", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["segments"] == 3 and result["failed"] == 1
@@ -142,7 +135,7 @@ def test_the_subtitles_of_a_folder_are_refused(real_models, tmp_path, capsys):
     assert "goes with one media file" in capsys.readouterr().err
 
 
-def test_long_video_parts_are_whole_sampler_steps(long_video):
-    for part in long_video.parts:
+def test_long_mosi_video_parts_are_whole_sampler_steps(long_mosi_video):
+    for part in long_mosi_video.parts:
         assert Path(part.alone).is_file()
         assert round(part.start * 5, 6) == round(part.start * 5) and round(part.end * 5, 6) == round(part.end * 5)

@@ -62,7 +62,7 @@ def one_folder(folder: Path, model: str, work: Path) -> tuple[float, float, floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--model", default=str(REPO / "build" / "demo" / "model"))
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()

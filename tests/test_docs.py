@@ -55,3 +55,13 @@ def test_quick_commands(user_folder):
         pytest.skip("needs the model that the usage block trains (run the whole module)")
     info = run([str(BIN / "selfmm"), "info", "build/api/model"], user_folder)
     assert "trained on: demo (synthetic" in info, info
+
+
+def test_the_docs_site_builds_strict_and_loads_nothing_from_the_network(tmp_path):
+    """A broken link or a page missing from the nav fails the build; the pages fetch no script, style or font."""
+    run([str(BIN / "mkdocs"), "build", "--strict", "--quiet", "-d", str(tmp_path)], REPO)
+    pages = sorted(tmp_path.glob("*.html"))
+    assert {p.stem for p in pages} >= {"index", "install", "pipeline", "datasets", "prediction", "ulgm", "benchmarks"}
+    fetched = re.compile(r"<(?:script|img)[^>]+src=\"https?:|<link[^>]+href=\"https?:|url\(['\"]?https?:")
+    for path in [*pages, *tmp_path.rglob("*.css"), *tmp_path.rglob("*.js")]:
+        assert not fetched.search(path.read_text(errors="replace")), f"{path.name} loads from the network"

@@ -117,19 +117,27 @@ def _unusable(err: Exception) -> bool:
     return isinstance(err, _OtherSchema) or getattr(err, "sqlite_errorcode", None) in _UNUSABLE_CODES
 
 
-def _stamp(stat: os.stat_result) -> Stamp:
+def file_stamp(stat: os.stat_result) -> Stamp:
+    """What a remembered digest is keyed on: a file whose stamp is the same is taken to hold the same bytes."""
     return stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+def settled_sha256(path: str | Path, stamp: Stamp) -> tuple[str, bool]:
+    """The file's SHA-256, and whether it may be remembered under ``stamp``: its mtime is ``RACY_SECONDS`` old
+    and it was not written to while it was read (the racy-stat rule, for this index and the bundle's checks)."""
+    digest = file_sha256(path)
+    settled = time.time_ns() - stamp[1] >= RACY_SECONDS * 1e9
+    return digest, settled and file_stamp(os.stat(path)) == stamp
 
 
 def _sha256(db: sqlite3.Connection, path: Path) -> str:
     key = os.path.abspath(path)
-    stamp = _stamp(os.stat(path))
+    stamp = file_stamp(os.stat(path))
     row = db.execute("SELECT size, mtime_ns, inode, sha256 FROM media WHERE path = ?", (key,)).fetchone()
     if row is not None and tuple(row[:3]) == stamp:
         return row[3]
-    digest = file_sha256(path)
-    settled = time.time_ns() - stamp[1] >= RACY_SECONDS * 1e9
-    if settled and _stamp(os.stat(path)) == stamp:  # not written to while it was read
+    digest, settled = settled_sha256(path, stamp)
+    if settled:
         with db:
             db.execute("INSERT OR REPLACE INTO media VALUES (?, ?, ?, ?, ?)", (key, *stamp, digest))
     return digest

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+from pathlib import Path
 from typing import cast
 
 import psutil
+import yaml
 from filelock import FileLock
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
@@ -42,7 +44,8 @@ def serve(port: int | None = None) -> None:
     try:
         with prefect_api(port) as api, temporary_settings(updates={PREFECT_API_URL: api.url}):
             try:
-                _run(api, deployments, [d.name for d in datasets if not DatasetPaths(d.name).data.is_dir()])
+                absent = [d.name for d in datasets if not DatasetPaths(d.name).data.is_dir()]
+                _run(api, deployments, {name: stage_making(f"data/{name}") for name in absent})
             finally:
                 _ignore_signals()  # a second Ctrl-C must not cut the clean-up short
                 end_children(keep=api.server)
@@ -51,7 +54,7 @@ def serve(port: int | None = None) -> None:
     print("selfmm serve: stopped", flush=True)
 
 
-def _run(api: PrefectAPI, deployments: list[RunnerDeployment], without_data: list[str]) -> None:
+def _run(api: PrefectAPI, deployments: list[RunnerDeployment], without_data: dict[str, str | None]) -> None:
     runner = Runner(pause_on_shutdown=True)
     for deployment in deployments:
         runner.add_deployment(deployment)
@@ -81,8 +84,20 @@ def end_children(keep: subprocess.Popen | None, grace: float = GRACE) -> None:
         child.kill()
 
 
-def banner(api: PrefectAPI, deployments: list[RunnerDeployment], without_data: list[str]) -> str:
-    """What is served, which datasets have no data in data/<d>/ yet, and how to run a deployment."""
+def stage_making(out: str, dvc_yaml: Path = Path("dvc.yaml")) -> str | None:
+    """The dvc.yaml stage whose outputs include ``out`` (the demo corpus has one; real datasets are fetched)."""
+    if not dvc_yaml.is_file():
+        return None
+    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+    for name, stage in stages.items():
+        if any(o == out or (isinstance(o, dict) and out in o) for o in stage.get("outs", [])):
+            return name
+    return None
+
+
+def banner(api: PrefectAPI, deployments: list[RunnerDeployment], without_data: dict[str, str | None]) -> str:
+    """What is served, which datasets have no data in data/<d>/ yet (with the dvc stage that makes it, if one
+    does), and how to run a deployment."""
     ui = api.url.removesuffix("/api")
     started = "started by this command, stopped with it" if api.server else "already running, left running"
     lines = [f"Prefect API {api.url} ({started}); UI {ui}", f"Serving {len(deployments)} deployments:"]
@@ -93,10 +108,10 @@ def banner(api: PrefectAPI, deployments: list[RunnerDeployment], without_data: l
         when = "; ".join(f"cron '{c.cron}' ({c.timezone})" for c in crons)
         lines.append(f"  {name:<{width}}  {when}".rstrip())
     if without_data:
+        made = "".join(f"; `dvc repro {stage}` makes data/{d}/" for d, stage in without_data.items() if stage)
         lines.append(
             f"No data yet in {', '.join(f'data/{d}/' for d in without_data)}: their runs fail until it is there "
-            "(feature-extract/<d> also takes --param data=DIR; docs/datasets.md"
-            + ("; `dvc repro demo_corpus` makes data/demo/)" if "demo" in without_data else ")")
+            f"(feature-extract/<d> also takes --param data=DIR; docs/datasets.md{made})"
         )
     example = names[0]
     lines += [

@@ -36,6 +36,7 @@ from flows.prefect_server import (
     configured_api,
     healthy,
     start_server,
+    stop_process,
     wait_healthy,
 )
 
@@ -201,12 +202,12 @@ def watch(home: Path, port: int) -> None:
                 if stop_at is not None and time.monotonic() >= stop_at:
                     print(f"selfmm: no command has used the server on port {port} lately: stopping it", flush=True)
                     files.pid.unlink(missing_ok=True)  # commands from now on start a new one
-                    _stop(server)  # under the lock: a new one waits until the port is free
+                    stop_process(server, group=False)  # under the lock: a new one waits until the port is free
                     return
     except KeyboardInterrupt:  # SIGTERM: `selfmm server stop`
         pass
     finally:
-        _stop(server)
+        stop_process(server, group=False)
 
 
 def _look_at_leases(files: LocalServerFiles, stop_at: float | None) -> float | None:
@@ -223,17 +224,6 @@ def _look_at_leases(files: LocalServerFiles, stop_at: float | None) -> float | N
             return None
         stop_at = max(stop_at or now, now + lease.linger)
     return None if held else stop_at
-
-
-def _stop(server: subprocess.Popen) -> None:
-    if server.poll() is not None:
-        return
-    server.terminate()
-    try:
-        server.wait(GRACE)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -87,7 +87,7 @@ def prefect_server(home: Path, port: int, timeout: float = STARTUP_TIMEOUT) -> I
         from prefect.logging.handlers import APILogWorker
 
         APILogWorker.drain_all(timeout=5)  # this process's last log lines, while the server still listens
-        stop_group(server)
+        stop_process(server)
 
 
 def start_server(home: Path, port: int, new_session: bool = True) -> subprocess.Popen:
@@ -144,11 +144,15 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def stop_group(process: subprocess.Popen, grace: float = GRACE) -> None:
-    """SIGTERM to the process group led by ``process``, SIGKILL to what is left after ``grace`` seconds."""
+def stop_process(process: subprocess.Popen, grace: float = GRACE, group: bool = True) -> None:
+    """SIGTERM, then SIGKILL to what is left after ``grace`` seconds: to the process group led by ``process``, or
+    without ``group`` to ``process`` alone (a server in its watchdog's group)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(process.pid, sig)
+            if group:
+                os.killpg(process.pid, sig)
+            else:
+                process.send_signal(sig)  # nothing if it has ended
         except ProcessLookupError:
             break
         try:

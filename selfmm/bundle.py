@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from features import portable_math
 from features.config import stable_hash
 from features.errors import PipelineError
 from features.files import TEMP_MARK, atomic_path, atomic_write_text, file_sha256
+from features.hash_index import Stamp, file_stamp, settled_sha256
 from features.store import FeatureStore
 from features.text_models import local_files_only, resolve_model
 from features.types import ModalityProvenance
@@ -51,9 +51,6 @@ FORMAT_VERSION = 2  # 2: has a manifest. 1: made before manifests, loaded unveri
 INFO_FILE = "bundle.json"
 MANIFEST_FILE = "manifest.json"
 LOADED_FOLDERS = ("weights", "text_model")  # an unlisted file here would be read: it makes the bundle damaged
-# A digest is reused while its file keeps its size and mtime (as make and rsync trust them), but only for files
-# last changed this long before they were hashed: a write within the same coarse mtime tick is never missed.
-SETTLED_NS = 2 * 10**9
 # The columns of the trainer's history/seed_<s>.csv, which the report reads: the losses per epoch and the mean
 # |delta| of each task that ULGM's label rule worked on (NaN in epoch 1, which generates no labels).
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "delta_M", "delta_T", "delta_A", "delta_V"]
@@ -227,7 +224,7 @@ def write_manifest(path: Path) -> None:
     whose writing stopped halfway, or whose bytes changed since, never verifies."""
     files = {rel: {"bytes": file.stat().st_size, "sha256": file_sha256(file)} for rel, file in _files(path).items()}
     body = {"format": 1, "files": files}
-    atomic_write_text(path / MANIFEST_FILE, json.dumps({**body, "hash": _self_digest(body)}, indent=2))
+    atomic_write_text(path / MANIFEST_FILE, json.dumps({**body, "hash": stable_hash(body)}, indent=2))
 
 
 def verify_bundle(path: Path) -> bool:
@@ -273,7 +270,7 @@ def _read_manifest(path: Path) -> dict[str, dict[str, Any]] | None:
     try:
         manifest = json.loads((path / MANIFEST_FILE).read_bytes())
         body = {"format": manifest["format"], "files": manifest["files"]}
-        whole = manifest["hash"] == _self_digest(body)
+        whole = manifest["hash"] == stable_hash(body)
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError) as err:
@@ -285,11 +282,6 @@ def _read_manifest(path: Path) -> dict[str, dict[str, Any]] | None:
             f"{path}: damaged bundle ({MANIFEST_FILE}: its content does not match its own hash): restore it, or retrain"
         )
     return manifest["files"]
-
-
-def _self_digest(body: dict[str, Any]) -> str:
-    """The hash of the manifest's content in one canonical form: any change to what it says shows."""
-    return stable_hash(body)
 
 
 def _unsealed(path: Path) -> bool:
@@ -319,17 +311,17 @@ def _file_problem(rel: str, file: Path | None, expected: dict[str, Any]) -> str 
     return None
 
 
-_digests: dict[Path, tuple[int, int, str]] = {}  # file -> (size, mtime_ns, sha256), for this process's life
+_digests: dict[Path, tuple[Stamp, str]] = {}  # file -> (its stamp, sha256), for this process's life
 
 
 def _sha256(file: Path, stat: os.stat_result) -> str:
-    """The file's SHA-256, reused from an earlier check while its size and mtime are the same: a service that
-    switches back to a release, or retries one that failed, does not read hundreds of MB again."""
+    """The file's SHA-256, reused from an earlier check while its stamp (size, mtime, inode) is the same: a service
+    that switches back to a release, or retries one that failed, does not read hundreds of MB again."""
+    stamp = file_stamp(stat)
     known = _digests.get(file)
-    if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
-        return known[2]
-    started = time.time_ns()
-    digest = file_sha256(file)
-    if stat.st_mtime_ns < started - SETTLED_NS:
-        _digests[file] = (stat.st_size, stat.st_mtime_ns, digest)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    digest, settled = settled_sha256(file, stamp)
+    if settled:
+        _digests[file] = (stamp, digest)
     return digest

@@ -15,6 +15,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from features.store import FeatureStore
 from flows.cli import main
+from flows.deployment_runner import stage_making
 from tests.support.data import REPO, free_port
 from tests.support.projects import env, project, sh
 from tests.support.serve_command import finished, flow_run_id, processes_in, serving
@@ -107,3 +108,12 @@ def test_commands_fail_fast_when_the_server_is_not_running(tmp_path):
         output = proc.communicate(timeout=120)[0]
         assert proc.returncode != 0 and expected[cmd] in output, output
     assert time.monotonic() - started < 60
+
+
+def test_the_banner_names_the_dvc_stage_that_makes_a_missing_dataset_only_where_one_does(tmp_path):
+    assert stage_making("data/demo", REPO / "dvc.yaml") == "demo_corpus"
+    assert stage_making("data/mosi", REPO / "dvc.yaml") is None
+    stages = {"stages": {"fetch": {"cmd": "x", "outs": [{"data/mosi": {"cache": False}}]}}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(stages))
+    assert stage_making("data/mosi", tmp_path / "dvc.yaml") == "fetch"
+    assert stage_making("data/demo", tmp_path / "absent.yaml") is None

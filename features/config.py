@@ -7,13 +7,17 @@ but re-uses the audio and text work.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, cast
+from typing import Any
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict, is_typeddict  # pydantic reads typing's TypedDict only from Python 3.12
 
 from features.errors import ConfigError
 
@@ -104,7 +108,7 @@ class ExtractConfig:
     def from_dict(cls, data: dict[str, Any] | None, where: str = "extract") -> ExtractConfig:
         """Build from a params.yaml section; unknown keys and bad values are a ConfigError naming the key,
         missing keys keep defaults."""
-        data = dict(_mapping(data, where))
+        data = dict(check_value({} if data is None else data, dict[str, Any], where))
         face = data.pop("face", data.pop("vision", None))
         audio, text = data.pop("audio", None), data.pop("text", None)
         if data:
@@ -146,86 +150,96 @@ def from_section(cls: type, data: dict[str, Any] | None, where: str, what: str =
         raise ConfigError(f"{where}: {err}") from None
 
 
+# Params as YAML gives them, checked by pydantic: no unknown keys (nested dataclasses included), and strict types
+# (no "3" for 3, no true for 1); enums from their values. An int given for a float becomes that float.
+PARAMS_RULES = ConfigDict(strict=True, extra="forbid")
+TYPE_NAMES = {"int": "a whole number", "float": "a number", "string": "a string", "bool": "true or false"}
+
+
 def check_fields(
     cls: type, data: dict[str, Any] | None, where: str, what: str = "key", extra: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """The values of ``data`` checked (and enums looked up) against the fields of dataclass ``cls``."""
-    data = _mapping(data, where)
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(str(k) for k in data if k not in names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown {what}(s) {', '.join(unknown)}; allowed: {', '.join([*extra, *names])}")
-    return {key: check_value(value, hints[key], f"{where}.{key}") for key, value in data.items()}
+    return _validate(_keys_of(cls), {} if data is None else data, where, what, extra)
 
 
 def check_value(value: Any, hint: Any, where: str) -> Any:
-    """``value`` if it is of type ``hint`` (enums: the member its value spells; dataclasses: built with
-    ``from_section``), else a ConfigError naming ``where`` and what is allowed."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return check_value(value, arg, where)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{where}: {value!r} is not {' or '.join(_describe(a) for a in args)}")
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        return enum_member(hint, value, where)
-    if dataclasses.is_dataclass(hint):
-        return from_section(cast(type, hint), value, where)  # a hint: the class, never an instance
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: {value!r} is not {_describe(hint)}")
-        return [check_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        return {k: check_value(v, args[1], f"{where}.{k}") for k, v in _mapping(value, where).items()}
-    if hint is Any or _is_a(value, hint):
-        return value
-    if hint is float and isinstance(value, str):  # YAML reads 5e-5 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise ConfigError(f"{where}: {value!r} is not {_describe(hint)}")
+    """``value`` as type ``hint`` (enums: the member its value spells), else a ConfigError naming ``where`` and
+    what is allowed."""
+    return _validate(hint, value, where)
 
 
-def enum_member(enum: type[Enum], value: Any, where: str) -> Enum:
-    """The member of ``enum`` that ``value`` spells."""
-    if isinstance(value, enum):
-        return value
-    spelled = {m.value: m for m in enum}
-    if isinstance(value, str) and value in spelled:
-        return spelled[value]
-    raise ConfigError(f"{where}: {value!r} is not one of {', '.join(spelled)}")
+@functools.cache
+def _keys_of(cls: type) -> Any:
+    """A TypedDict of the dataclass's fields, none required: what a params section may set."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+    keys: Any = TypedDict(f"{cls.__name__}Keys", fields, total=False)  # pyright: ignore[reportArgumentType]
+    keys.__pydantic_config__ = PARAMS_RULES
+    return keys
 
 
-def _is_a(value: Any, hint: Any) -> bool:
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)  # an int stays as written
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(hint, type) and isinstance(value, hint)
+@functools.cache
+def _adapter(hint: Any) -> TypeAdapter:
+    if is_typeddict(hint) or isinstance(hint, type) and dataclasses.is_dataclass(hint):  # they hold their rules
+        return TypeAdapter(hint)
+    return TypeAdapter(hint, config=PARAMS_RULES)
 
 
-def _describe(hint: Any) -> str:
-    if hint is type(None):
-        return "null"
-    if typing.get_origin(hint) is list:
-        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('a ').removeprefix('an ')}s"
-    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(
-        hint, f"a {getattr(hint, '__name__', hint)}"
-    )
+def _validate(hint: Any, value: Any, where: str, what: str = "key", extra: tuple[str, ...] = ()) -> Any:
+    try:
+        return _adapter(hint).validate_json(json.dumps(value, default=str))
+    except ValidationError as err:
+        raise ConfigError(_first_problem(err.errors(), hint, value, where, what, extra)) from None
 
 
-def _mapping(data: Any, where: str) -> dict[str, Any]:
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
-    return data
+def _first_problem(errors: list[Any], hint: Any, value: Any, where: str, what: str, extra: tuple[str, ...]) -> str:
+    """Today's wording for pydantic's first error: ``where.key`` and what is allowed."""
+    unknown = [e for e in errors if e["type"] in ("extra_forbidden", "unexpected_keyword_argument")]
+    error = unknown[0] if unknown else errors[0]
+    *parent, last = ("", *error["loc"])
+    at = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parent[1:])
+    if unknown:
+        keys = [e["loc"][-1] for e in unknown if e["loc"][:-1] == error["loc"][:-1]]
+        allowed = [*(extra if not parent[1:] else ()), *_fields(_hint_at(hint, error["loc"][:-1]))]
+        noun = what if not parent[1:] else "key"
+        return f"{at}: unknown {noun}(s) {', '.join(map(str, keys))}; allowed: {', '.join(allowed)}"
+    at += "" if last == "" else f"[{last}]" if isinstance(last, int) else f".{last}"
+    given = error.get("input")
+    if error["type"] == "missing":
+        return f"{at.rpartition('.')[0]}: missing key(s) {last}"
+    if error["type"] == "value_error":
+        return f"{at}: {error['ctx']['error']}"
+    if error["type"] == "enum":
+        members = _hint_at(hint, error["loc"])
+        return f"{at}: {given!r} is not one of {', '.join(str(m.value) for m in members)}"
+    if error["type"] in ("dict_type", "dataclass_type", "model_type"):
+        return f"{at}: expected a mapping of keys, got {given!r}"
+    kind = error["type"].removesuffix("_type").removesuffix("_parsing")
+    if kind in TYPE_NAMES or kind == "list":
+        return f"{at}: {given!r} is not {TYPE_NAMES.get(kind, 'a list')}"
+    return f"{at}: {given!r}: {error['msg']}"
+
+
+def _hint_at(hint: Any, loc: tuple) -> Any:
+    """The type that ``loc`` (keys and indices into a value of type ``hint``) names."""
+    for part in loc:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint, args = args[0], list(typing.get_args(args[0]))
+        if is_typeddict(hint) or dataclasses.is_dataclass(hint):
+            hint = typing.get_type_hints(hint)[part]
+        elif args:
+            hint = args[-1]
+    while typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _fields(hint: Any) -> list[str]:
+    if is_typeddict(hint):
+        return list(typing.get_type_hints(hint))
+    return [f.name for f in dataclasses.fields(hint) if f.init]
 
 
 def json_sha256(data: Any) -> str:

@@ -9,6 +9,7 @@ place: the dataclasses here (run, demo, serve), features/config.py (extract) and
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -24,6 +25,16 @@ from selfmm.config import TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 SECTIONS = ("extract", "run", "demo", "train", "build", "predict", "serve")  # and train_<name>: more training sections
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """YAML read as DVC reads params.yaml (YAML 1.2 numbers): ``5e-5`` is a float, where YAML 1.1's rules, which
+    PyYAML follows, make it a string (they want a dot)."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+.0123456789")
+)
 
 
 class TaskRunnerKind(StrEnum):
@@ -160,7 +171,7 @@ def load_params(path: str | Path | None = None) -> Params:
         raise ConfigError(f"{path}: no such params file")
     try:
         with open(path) as f:
-            data = yaml.safe_load(f) or {}
+            data = yaml.load(f, ParamsLoader) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
@@ -235,5 +246,5 @@ def parse_overrides(items: list[str]) -> dict:
         *parents, leaf = dotted.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = yaml.load(raw, ParamsLoader)
     return out

@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
-from features.config import check_fields, enum_member
+from features.config import check_fields, check_value
 from features.errors import ConfigError
 from selfmm.numerics import Numerics
 
@@ -112,9 +112,9 @@ class TrainConfig:
         if self.metrics not in METRIC_FAMILIES:
             raise ConfigError(f"metrics must be one of {METRIC_FAMILIES}, not {self.metrics!r}")
         # the members their spellings name, so that a config built in code with strings is checked as params are
-        self.device = cast(Device, enum_member(Device, self.device, "device"))
-        self.ulgm = cast(LabelRule, enum_member(LabelRule, self.ulgm, "ulgm"))
-        self.numerics = cast(Numerics, enum_member(Numerics, self.numerics, "numerics"))
+        self.device = check_value(self.device, Device, "device")
+        self.ulgm = check_value(self.ulgm, LabelRule, "ulgm")
+        self.numerics = check_value(self.numerics, Numerics, "numerics")
         if self.numerics is Numerics.PORTABLE and (self.threads is None or self.device is Device.CUDA):
             raise ConfigError(
                 "portable numerics run on the CPU with a fixed thread count: set threads, and device to cpu or auto"

@@ -168,3 +168,16 @@ def test_the_predict_section_and_the_video_limit_are_checked(tmp_path):
     assert "predict: min_segment_s must be 0 or more" in refused(write_params(tmp_path, "predict", "min_segment_s", -1))
     message = refused(write_params(tmp_path, "serve", "model.max_video_s", 0))
     assert "serve.model" in message and "max_video_s must be positive" in message
+
+
+def test_numbers_read_as_dvc_reads_them_and_nested_keys_and_list_items_named(tmp_path):
+    path = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text()
+    path.write_text(text.replace("  threads: 2 ", "  learning_rate_bert: 5e-5\n  threads: 2 ", 1))
+    assert load_params(path).train_config().learning_rate_bert == 5e-5  # YAML 1.2 (DVC): a float, not a string
+    assert "train.seeds[1]: 'a' is not a whole number" in refused(write_params(tmp_path, "train", "seeds", [1, "a"]))
+    for bad in (True, "3", 2.5):
+        assert "serve.keep_releases:" in refused(write_params(tmp_path, "serve", "keep_releases", bad))
+    message = refused(write_params(tmp_path, "serve", "model.max_uplaod_mb", 5))
+    assert "serve.model: unknown key(s) max_uplaod_mb; allowed: max_upload_mb, max_concurrent" in message
+    assert "extract.face: expected a mapping of keys, got 3" in refused(write_params(tmp_path, "extract", "face", 3))

@@ -14,7 +14,7 @@ How MMSA is driven, and why not through ``MMSA_run``:
 - ``MMSA_run`` calls ``torch.cuda.set_device(device)``, which refuses a CPU device, and its ``assign_gpu``
   asks pynvml for the freest GPU when given no GPU ids. This script runs the steps of MMSA's ``_run`` itself
   (``setup_seed``, ``MMDataLoader``, ``AMIO``, ``ATIO().getTrain``, ``do_train``, reload the saved best
-  weights, ``do_test``) with ``device=cpu``, and hides any GPU (CUDA_VISIBLE_DEVICES=""), so no NVIDIA
+  weights, ``do_test``) with ``device=cpu`` (by default), and hides any GPU (CUDA_VISIBLE_DEVICES=""), so no NVIDIA
   driver is touched: MMSA only imports pynvml.
 - ``do_train`` has no epoch limit: it loops until ``epochs - best_epoch >= early_stop``. The train loader is
   wrapped (``TrainPasses``): it times each pass over it and sets ``early_stop`` to 0 as the last wanted epoch
@@ -23,6 +23,8 @@ How MMSA is driven, and why not through ``MMSA_run``:
 - Overridden in MMSA's config, because the workload is not MMSA's MOSI files: ``custom_feature`` (the pickle),
   ``pretrained`` (the local text model), ``text_out`` (its hidden width; bert-base's 768 in the config) and
   ``train_samples`` (the training clips, sizing ULGM's memories; 1284 in the config).
+- ``--device cuda`` (benchmarks/gpu_check.sh) trains it on the GPU instead, the same steps with MMSA's device
+  set to CUDA; peak memory is then ``torch.cuda.max_memory_allocated`` as well as the RSS.
 - BERT's dropout is the text model's own (MMSA's BertTextEncoder loads the model's config; the config's
   ``t_bert_dropout`` is read by nothing), 0.1 for MiniLM; ``--bert-dropout`` sets another, e.g. 0.0 as
   bench_train's default.
@@ -49,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ["CUDA_VISIBLE_DEVICES"] = ""  # MMSA trains on the CPU here; see the module docstring
 os.environ.setdefault("TQDM_DISABLE", "1")  # MMSA's per-batch progress bars
 
 import numpy as np
@@ -118,7 +119,7 @@ def write_mosi_pickle(store: Path, out: Path) -> Path:
     return out
 
 
-def mmsa_args(pkl: Path, bert_folder: str, train_samples: int, save_path: Path) -> Any:
+def mmsa_args(pkl: Path, bert_folder: str, train_samples: int, save_path: Path, device: str = "cpu") -> Any:
     """MMSA's own Self-MM / MOSI config, with only what the synthetic workload changes overridden."""
     from MMSA.config import get_config_regression
 
@@ -132,7 +133,7 @@ def mmsa_args(pkl: Path, bert_folder: str, train_samples: int, save_path: Path) 
         text_out=AutoConfig.from_pretrained(bert_folder).hidden_size,
         train_samples=train_samples,
         model_save_path=save_path,
-        device=torch.device("cpu"),
+        device=torch.device(device),
         train_mode="regression",
         cur_seed=1,
     )
@@ -141,6 +142,9 @@ def mmsa_args(pkl: Path, bert_folder: str, train_samples: int, save_path: Path) 
 
 def train_mmsa(pkl: str, bert_folder: str, train_samples: int, save_dir: str, opts: dict) -> dict:
     """One MMSA training and test run, in a fresh process (the steps of MMSA's ``_run``, on the CPU)."""
+    device = opts.get("device", "cpu")
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before CUDA starts in this fresh process; see the module docstring
     from MMSA.data_loader import MMDataLoader
     from MMSA.models import AMIO
     from MMSA.trains import ATIO
@@ -148,7 +152,7 @@ def train_mmsa(pkl: str, bert_folder: str, train_samples: int, save_dir: str, op
 
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
-    args = mmsa_args(Path(pkl), bert_folder, train_samples, Path(save_dir) / "self_mm-mosi.pth")
+    args = mmsa_args(Path(pkl), bert_folder, train_samples, Path(save_dir) / "self_mm-mosi.pth", device)
     setup_seed(opts["seed"])
     loaders: dict[str, Any] = MMDataLoader(args, opts["num_workers"])  # the train one is wrapped below
     model = AMIO(args).to(args.device)
@@ -157,7 +161,8 @@ def train_mmsa(pkl: str, bert_folder: str, train_samples: int, save_dir: str, op
     loaders["train"] = passes
     trainer.do_train(model, loaders)
     trained = time.perf_counter()
-    model.load_state_dict(torch.load(args.model_save_path, weights_only=True))  # the best epoch, as _run
+    best = torch.load(args.model_save_path, weights_only=True, map_location=args.device)
+    model.load_state_dict(best)  # the best epoch, as _run
     test = trainer.do_test(model, loaders["test"], mode="TEST")
     epoch_starts = passes.starts[1:] + [trained]
     return {
@@ -166,6 +171,7 @@ def train_mmsa(pkl: str, bert_folder: str, train_samples: int, save_dir: str, op
         "label_pass_seconds": passes.seconds[0],
         "samples_per_s": train_samples / min(passes.seconds[1:]),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
         "test": test,
         "seq_lens": list(args.seq_lens),  # tokens, audio, video frames, as MMSA's loader read the pickle
         "threads": torch.get_num_threads(),

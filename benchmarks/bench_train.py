@@ -30,6 +30,8 @@ import multiprocessing
 import os
 import resource
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,12 +41,15 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from features.text_models import resolve_model
 from selfmm.config import preset
+from selfmm.numerics import environment, portable_environment
 from selfmm.predict import predict_store
 from selfmm.trainer import train
 from tests.support.synthetic import make_synthetic_store, make_text_model
 
 MOSI_SIZES = {"train": 1284, "valid": 229, "test": 686}
 MOSI_PADDING = [50, 375, 500]  # tokens, audio frames, video frames of MMSA's MOSI unaligned_50.pkl
+# What an AVX2-only CPU (a Zen 1..3) runs, on a CPU with AVX-512: read by the fresh training processes.
+AVX2_PATHS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 SHOWN = ("MAE", "Corr", "Has0_acc_2", "Non0_acc_2", "Mult_acc_7")
 # Random BERTs of the real models' shapes: the same cost, no weights to download.
 RANDOM_SHAPES = {
@@ -103,7 +108,16 @@ def build_workload(folder: Path, args: argparse.Namespace) -> tuple[str, Path, d
     return text_model, store, sizes
 
 
-def _run_mode(store: str, out_dir: str, text_model: str, n_train: int, args: dict, mode: dict) -> dict:
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` in the environment for the block, which the spawned training process inherits."""
+    with ExitStack() as stack:
+        for name, value in variables.items():
+            stack.enter_context(environment(name, value))
+        yield
+
+
+def run_mode(store: str, out_dir: str, text_model: str, n_train: int, args: dict, mode: dict) -> dict:
     """One training run in a fresh process; returns timings, memory and test metrics."""
     if args["threads"]:
         torch.set_num_threads(args["threads"])
@@ -118,8 +132,10 @@ def _run_mode(store: str, out_dir: str, text_model: str, n_train: int, args: dic
         fixed_padding=mode["fixed_padding"],
         bucket_by_length=mode["bucket"],
         **({"memory_budget_mb": 0} if mode.get("stream") else {}),  # 0: every clip read from the file when used
+        **({"numerics": "portable", "threads": args["threads"] or 2} if mode.get("portable") else {}),
     )
-    result = train(store, out_dir, config).seeds[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(mode.get("cpu_bf16"))):  # the trainer's thread
+        result = train(store, out_dir, config).seeds[0]
     preds = predict_store(out_dir, store, split="test", device=args["device"])
     seconds = [h["train_seconds"] for h in result.history]
     if torch.cuda.is_available() and args["device"] != "cpu":
@@ -135,14 +151,14 @@ def _run_mode(store: str, out_dir: str, text_model: str, n_train: int, args: dic
     }
 
 
-def _run_mmsa(store: Path, text_model: str, n_train: int, folder: Path, args: argparse.Namespace) -> dict:
+def run_mmsa(store: Path, text_model: str, n_train: int, folder: Path, args: argparse.Namespace) -> dict:
     """MMSA's own Self-MM on the same store and text model, in a fresh process; printed like a mode."""
     from benchmarks.bench_mmsa_train import train_mmsa, write_mosi_pickle
 
     pkl = write_mosi_pickle(store, folder / "unaligned_50.pkl")
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         r = pool.apply(train_mmsa, (str(pkl), text_model, n_train, str(folder), {**vars(args), "num_workers": 0}))
-    r["peak_mb"] = r["peak_rss_gib"] * 1024
+    r["peak_mb"] = r["peak_gpu_mb"] if r["peak_gpu_mb"] is not None else r["peak_rss_gib"] * 1024
     print(
         f"{'MMSA 2.2.1':>15}: {r['samples_per_s']:8.1f} samples/s, epochs "
         f"{', '.join(f'{s:.1f}' for s in r['epoch_seconds'])} s, peak {r['peak_mb']:.0f} MB, test "
@@ -159,6 +175,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--amp", action="store_true", help="also time dynamic padding with bf16 autocast")
     parser.add_argument("--bucket", action="store_true", help="also time dynamic padding with length buckets")
     parser.add_argument("--stream", action="store_true", help="also time dynamic padding streamed from the HDF5 file")
+    parser.add_argument("--portable", action="store_true", help="also time dynamic padding under portable numerics")
+    parser.add_argument(
+        "--cpu-bf16", action="store_true", help="also time dynamic padding with bf16 autocast on the CPU (a trial)"
+    )
+    parser.add_argument(
+        "--avx2",
+        action="store_true",
+        help="every run (MMSA's too) on torch's, MKL's and oneDNN's AVX2 code paths, as on a CPU without AVX-512",
+    )
     parser.add_argument("--mmsa", action="store_true", help="also train MMSA 2.2.1's Self-MM (bench_mmsa_train.py)")
     args = parser.parse_args(argv)
 
@@ -172,21 +197,27 @@ def main(argv: list[str] | None = None) -> dict:
         modes["dynamic+amp"] = dict(fixed_padding=None, bucket=False, amp=True)
     if args.stream:
         modes["dynamic+stream"] = dict(fixed_padding=None, bucket=False, amp=False, stream=True)
+    if args.cpu_bf16:
+        modes["dynamic+cpu-bf16"] = dict(fixed_padding=None, bucket=False, amp=False, cpu_bf16=True)
+    if args.portable:
+        modes["dynamic+portable"] = dict(fixed_padding=None, bucket=False, amp=False, portable=True)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _environment(AVX2_PATHS if args.avx2 else {}):
         text_model, store, sizes = build_workload(Path(tmp), args)
         print(
             f"synthetic MOSI-like store: {sizes} clips; "
             f"device {args.device}, text model {args.text_model} (dropout {args.bert_dropout}), "
             f"{args.epochs} epoch(s), seed {args.seed}, torch threads {args.threads or torch.get_num_threads()}"
+            + (", AVX2 code paths" if args.avx2 else "")
         )
         context = multiprocessing.get_context("spawn")
         results = {}
         for name, mode in modes.items():
-            with context.Pool(1) as pool:
+            pinned = portable_environment(args.threads or 2) if mode.get("portable") else {}
+            with _environment(pinned), context.Pool(1) as pool:  # set before the fresh process imports torch
                 try:
                     results[name] = pool.apply(
-                        _run_mode, (str(store), f"{tmp}/{name}", text_model, sizes["train"], vars(args), mode)
+                        run_mode, (str(store), f"{tmp}/{name}", text_model, sizes["train"], vars(args), mode)
                     )
                 except Exception as err:  # report the failing mode, keep the others
                     print(f"{name:>15}: FAILED {err!r}", flush=True)
@@ -199,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
                 flush=True,
             )
         if args.mmsa:
-            results["mmsa"] = _run_mmsa(store, text_model, sizes["train"], Path(tmp), args)
+            results["mmsa"] = run_mmsa(store, text_model, sizes["train"], Path(tmp), args)
 
     fixed, dynamic = results["fixed"], results["dynamic"]
     speedup = dynamic["samples_per_s"] / fixed["samples_per_s"]

@@ -1,10 +1,12 @@
 """Metrics against cases worked out by hand, including zeros, exact .5 roundings and clipping."""
 
 import math
+import warnings
 
+import numpy as np
 import pytest
 
-from selfmm.metrics import compute_metrics, mean_std, mosi_metrics, sims_metrics
+from selfmm.metrics import _weighted_f1, compute_metrics, mean_std, mosi_metrics, sims_metrics
 
 # index:        0     1    2    3     4     5
 MOSI_PRED = [-0.5, 0.0, 1.5, 2.5, -2.2, 0.4]
@@ -90,3 +92,24 @@ def test_mean_and_population_std_over_seeds():
     mean, std = mean_std([{"MAE": 1.0, "Corr": 0.5}, {"MAE": 3.0, "Corr": 0.5}])
     assert mean == {"MAE": 2.0, "Corr": 0.5}
     assert std == {"MAE": 1.0, "Corr": 0.0}
+
+
+def test_weighted_f1_gives_sklearns_bits():
+    """The hand-written weighted F1 (scikit-learn is not imported by training, for its memory) is sklearn's
+    ``f1_score(average="weighted")`` to the bit, on booleans as the metrics pass them, on integer and float
+    classes, including classes only predicted or only true and a single class."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    cases = [(np.array([True, True]), np.array([False, False])), (np.array([1.0]), np.array([1.0]))]
+    for trial in range(3000):
+        size, k = int(rng.integers(1, 40)), int(rng.integers(1, 8))
+        if trial % 2:
+            cases.append((rng.random(size) < rng.random(), rng.random(size) < rng.random()))
+        else:
+            cases.append((rng.integers(-3, 4, size).astype(np.float32), rng.integers(0, k, size).astype(np.float32)))
+    with warnings.catch_warnings():  # sklearn warns of classes never predicted; its F1 is then 0, as ours
+        warnings.simplefilter("ignore")
+        for true, pred in cases:
+            assert _weighted_f1(true, pred) == float(f1_score(true, pred, average="weighted")), (true, pred)
+    assert math.isnan(_weighted_f1(np.array([], bool), np.array([], bool)))

@@ -42,6 +42,7 @@ Not matched, and why:
 from __future__ import annotations
 
 import importlib
+import os
 import warnings
 
 import numpy as np
@@ -231,6 +232,8 @@ def test_sims_bins_of_float32_decimal_edge_labels_match_mmsa(mmsa_unrounded: Non
 # --- The network ----------------------------------------------------------------------------------------------
 
 AUDIO_DIM, VIDEO_DIM = 5, 7
+# Where the two networks run: the CPU unless SELFMM_TEST_DEVICE names another (benchmarks/gpu_check.sh: cuda).
+DEVICE = torch.device(os.environ.get("SELFMM_TEST_DEVICE", "cpu"))
 MMSA_FEATURES = {"M": "Feature_f", "T": "Feature_t", "A": "Feature_a", "V": "Feature_v"}
 DROPOUT_SEED = 7
 
@@ -252,7 +255,7 @@ def networks() -> tuple[MMSANetwork, SelfMM]:
     weights = project_state_dict(reference)
     assert set(weights) == set(ours.state_dict())  # every tensor of ours, each from exactly one of MMSA's
     ours.load_state_dict(weights, strict=True)
-    return reference, ours
+    return reference.to(DEVICE), ours.to(DEVICE)
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
@@ -280,7 +283,7 @@ def test_network_with_mmsa_weights_gives_mmsa_predictions_and_features(
         ids = torch.tensor(tokenizer(text)["input_ids"])
         audio, vision = torch.randn(t_a, AUDIO_DIM, generator=g), torch.randn(t_v, VIDEO_DIM, generator=g)
         items.append(Item(i, ids, torch.ones_like(ids), audio, vision, 0.0))
-    batch = collate(items)
+    batch = collate(items).to(DEVICE)
     text = torch.stack([batch.input_ids, batch.attention_mask, torch.zeros_like(batch.input_ids)], dim=1).float()
 
     with torch.no_grad():

@@ -42,6 +42,6 @@ echo "== training: ours fp32, ours amp, MMSA 2.2.1 fp32 on $device"
 "$python" -m benchmarks.gpu_check "${passed[@]}"
 
 echo "== MMSA parity test on $device"
-SELFMM_TEST_DEVICE="$device" "$python" -m pytest -q -p no:cacheprovider tests/selfmm/test_mmsa_parity.py
+SELFMM_TEST_DEVICE="$device" "$python" -m pytest -q -p no:cacheprovider --noconftest tests/selfmm/test_mmsa_parity.py  # conftest: PyAV, Prefect
 
 echo "gpu_check: passed on $device"

@@ -100,7 +100,7 @@ def build_workload(folder: Path, args: argparse.Namespace) -> tuple[str, Path, d
         text_model,
         sizes=sizes,
         audio_dim=5,
-        video_dim=20,
+        vision_dim=20,
         label_scale=3.0,
         lengths="mosi",
         seed=args.seed,

@@ -52,7 +52,7 @@ def main() -> None:
         with FeatureStore(path) as store:
             dims = feature_dims(store)
             data = ClipDataset.from_store(store, "train", dims)
-        model = SelfMM(config, dims["audio"], dims["vision"], load_text_encoder(text_model))
+        model = SelfMM(config.model, dims["audio"], dims["vision"], load_text_encoder(text_model))
         model.train()
         loader = make_loader(data, config.batch_size, True, torch.Generator().manual_seed(1), args.bucket)
         start = time.perf_counter()
@@ -60,7 +60,7 @@ def main() -> None:
         load_ms = 1000 * (time.perf_counter() - start) / len(batches)
         optimizer = make_optimizer(model, config)
         ulgm = ULGM(torch.from_numpy(data.labels), model.feature_dims(), config.H)
-        encoder, audio, video = model.text_encoder, model.audio_model, model.video_model
+        encoder, audio, video = model.text_encoder, model.audio_model, model.vision_model
 
         def bert(b: Batch) -> None:
             cls_state(encoder, b.input_ids, b.attention_mask).sum().backward()

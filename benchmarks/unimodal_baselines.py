@@ -67,7 +67,7 @@ def main() -> None:
         per_seed = []
         for seed in config.seeds:
             torch.manual_seed(seed)
-            model = SelfMM(config, dims["audio"], dims["vision"], copy.deepcopy(encoder))
+            model = SelfMM(config.model, dims["audio"], dims["vision"], copy.deepcopy(encoder))
             if statistics is not None:
                 model.set_feature_statistics(statistics)
             optimizer = make_optimizer(model, config)

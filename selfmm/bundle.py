@@ -1,8 +1,8 @@
 """The trained-model bundle: one folder that holds everything evaluation and prediction need.
 
-    bundle.json              format, training config, feature widths, the store's feature-config hash,
-                             its full provenance (extractor configs and feature names per modality),
-                             seeds, the selected seed, per-seed validation loss, the model card
+    bundle.json              format, model config (what builds the network), training config, feature widths,
+                             the store's feature-config hash, its full provenance (extractor configs and feature
+                             names per modality), seeds, the selected seed, per-seed validation loss, the model card
                              (selfmm/model_card.py: what it was trained on, its test metrics)
     text_model/              the BERT's config.json and its tokenizer files (no weights: they are in each
                              seed's state dict), so raw text is tokenised and the BERT rebuilt offline
@@ -16,7 +16,8 @@ what makes a flipped byte in a weights file an error that names the file rather 
 predicts otherwise. ``load_bundle`` checks it every time (``verify_bundle``): every listed file present with its
 size and digest, and no unlisted file where the loader would read it (``weights/``, ``text_model/``, whose every
 file a tokenizer may pick up). Files added beside the bundle's own (a release's ``champion.json``) are not its
-business. A bundle of format 1, from before manifests, still loads, with a warning and ``verified`` False.
+business. A bundle of format 1, from before manifests, still loads, with a warning and ``verified`` False; one
+of format 1 or 2, which named vision as MMSA does (video), is read through ``RENAMED`` and ``RENAMED_WEIGHTS``.
 """
 
 from __future__ import annotations
@@ -40,14 +41,17 @@ from features.hash_index import Stamp, file_stamp, settled_sha256
 from features.store import FeatureStore
 from features.text_models import local_files_only, resolve_model
 from features.types import ModalityProvenance
-from selfmm.config import TrainConfig
+from selfmm.config import RENAMED, ModelConfig, TrainConfig
 from selfmm.model import SelfMM
 from selfmm.model_card import ModelCard
 from selfmm.text_encoder import text_encoder_from_config
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: has a manifest. 1: made before manifests, loaded unverified
+FORMAT_VERSION = 3  # 3: "vision" names and the ModelConfig. 2: has a manifest. 1: made before manifests, unverified
+# Formats 1 and 2 spelled the vision modality as MMSA does ("video"): they are read through config.RENAMED (config
+# keys) and these state-dict key prefixes, older -> ours.
+RENAMED_WEIGHTS = {"video_model.": "vision_model."}
 INFO_FILE = "bundle.json"
 MANIFEST_FILE = "manifest.json"
 LOADED_FOLDERS = ("weights", "text_model")  # an unlisted file here would be read: it makes the bundle damaged
@@ -114,8 +118,11 @@ class Bundle:
         if seed not in self.seeds:
             raise BundleError(f"{self.path}: no weights for seed {seed} (has {self.seeds})")
         encoder = text_encoder_from_config(str(self.text_model_dir))
-        model = SelfMM(self.config, self.dims["audio"], self.dims["vision"], encoder)
-        model.load_state_dict(load_file(self.path / "weights" / f"seed_{seed}.safetensors"))
+        model = SelfMM(ModelConfig.from_dict(self.info["model"]), self.dims["audio"], self.dims["vision"], encoder)
+        state = load_file(self.path / "weights" / f"seed_{seed}.safetensors")
+        if self.info["format"] < 3:
+            state = {_renamed(key, RENAMED_WEIGHTS): value for key, value in state.items()}
+        model.load_state_dict(state)
         return model.eval()
 
     def check_features(self, store: FeatureStore) -> None:
@@ -190,6 +197,7 @@ def save_bundle(
     tokenizer.save_pretrained(text_dir)
     info = {
         "format": FORMAT_VERSION,
+        "model": config.model.to_dict(),
         "config": config.to_dict(),
         "text_model": config.text_model,
         "feature_dims": dims,
@@ -211,9 +219,12 @@ def load_bundle(path: str | Path, features: FeatureStore | None = None) -> Bundl
     path = Path(path)
     verified = verify_bundle(path)
     info = _read_info(path)
-    if info.get("format") not in (1, FORMAT_VERSION):
-        raise BundleError(f"{path}: bundle format {info.get('format')!r}, this code reads 1 and {FORMAT_VERSION}")
-    bundle = Bundle(path, info, TrainConfig.from_dict(info["config"]), verified)
+    if info.get("format") not in range(1, FORMAT_VERSION + 1):
+        raise BundleError(f"{path}: bundle format {info.get('format')!r}, this code reads 1 to {FORMAT_VERSION}")
+    if info["format"] < 3:  # in memory only: the files stay as they were written (and as the manifest lists them)
+        info["config"] = {_renamed(key, RENAMED): value for key, value in info["config"].items()}
+        info["model"] = TrainConfig.from_dict(info["config"], f"{path / INFO_FILE}: config").model.to_dict()
+    bundle = Bundle(path, info, TrainConfig.from_dict(info["config"], f"{path / INFO_FILE}: config"), verified)
     if features is not None:
         bundle.check_features(features)
     return bundle
@@ -256,6 +267,11 @@ def _files(path: Path) -> dict[str, Path]:
         for file in sorted(path.rglob("*"))
         if file.is_file() and file.name != MANIFEST_FILE and TEMP_MARK not in file.name
     }
+
+
+def _renamed(key: str, renames: dict[str, str]) -> str:
+    """``key`` with an older name (or name prefix) in ``renames`` replaced by ours."""
+    return next((new + key.removeprefix(old) for old, new in renames.items() if key.startswith(old)), key)
 
 
 def _read_info(path: Path) -> dict[str, Any]:

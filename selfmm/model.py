@@ -2,8 +2,8 @@
 
     text  -> BERT, final-layer [CLS]                      -> t (width of the BERT)
     audio -> 1-layer LSTM, state at the true length -> dropout -> linear -> a (audio_out)
-    video -> 1-layer LSTM, state at the true length -> dropout -> linear -> v (video_out)
-    fusion head on concat[t, a, v] -> y_M;  text head on t -> y_T;  audio head on a -> y_A;  video head on v -> y_V
+    vision -> 1-layer LSTM, state at the true length -> dropout -> linear -> v (vision_out)
+    fusion head on concat[t, a, v] -> y_M;  text head on t -> y_T;  audio head on a -> y_A;  vision head on v -> y_V
 
 Each head is dropout -> Linear+ReLU -> Linear+ReLU -> Linear(1). The output of its first Linear+ReLU is the
 representation F_s that ULGM (ulgm.py) keeps in its memory. All four outputs are linear (no tanh), as in the
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from selfmm.config import TrainConfig
+from selfmm.config import ModelConfig
 from selfmm.data import Batch
 from selfmm.text_encoder import cls_state
 
@@ -31,7 +31,7 @@ class Output:
 
 
 class SequenceEncoder(nn.Module):
-    """Audio or video: a one-layer LSTM's final state over the true length, then dropout and a linear map."""
+    """Audio or vision: a one-layer LSTM's final state over the true length, then dropout and a linear map."""
 
     def __init__(self, in_size: int, hidden: int, out_size: int, dropout: float):
         super().__init__()
@@ -67,26 +67,27 @@ class Head(nn.Module):
 
 
 class SelfMM(nn.Module):
-    def __init__(self, config: TrainConfig, audio_dim: int, video_dim: int, text_encoder: PreTrainedModel):
+    def __init__(self, config: ModelConfig, audio_dim: int, vision_dim: int, text_encoder: PreTrainedModel):
         super().__init__()
         self.finetune_bert = config.finetune_bert
         self.text_encoder = text_encoder
         width = text_encoder.config.hidden_size
         self.standardise = config.standardise_features
         if self.standardise:  # buffers: saved with the weights, so prediction standardises as training did
-            for name, dim in (("audio", audio_dim), ("vision", video_dim)):
+            for name, dim in (("audio", audio_dim), ("vision", vision_dim)):
                 self.register_buffer(f"{name}_mean", torch.zeros(dim))
                 self.register_buffer(f"{name}_std", torch.ones(dim))
-        self.audio_model = SequenceEncoder(audio_dim, config.a_lstm_hidden, config.audio_out, config.lstm_dropout)
-        self.video_model = SequenceEncoder(video_dim, config.v_lstm_hidden, config.video_out, config.lstm_dropout)
+        dropout = config.lstm_dropout
+        self.audio_model = SequenceEncoder(audio_dim, config.audio_lstm_hidden, config.audio_out, dropout)
+        self.vision_model = SequenceEncoder(vision_dim, config.vision_lstm_hidden, config.vision_out, dropout)
         self.heads = nn.ModuleDict(
             {
                 "M": Head(
-                    width + config.audio_out + config.video_out, config.post_fusion_dim, config.post_fusion_dropout
+                    width + config.audio_out + config.vision_out, config.post_fusion_dim, config.post_fusion_dropout
                 ),
                 "T": Head(width, config.post_text_dim, config.post_text_dropout),
                 "A": Head(config.audio_out, config.post_audio_dim, config.post_audio_dropout),
-                "V": Head(config.video_out, config.post_video_dim, config.post_video_dropout),
+                "V": Head(config.vision_out, config.post_vision_dim, config.post_vision_dropout),
             }
         )
 
@@ -108,7 +109,7 @@ class SelfMM(nn.Module):
             audio = (audio - self.get_buffer("audio_mean")) / self.get_buffer("audio_std")
             vision = (vision - self.get_buffer("vision_mean")) / self.get_buffer("vision_std")
         a = self.audio_model(audio, batch.audio_lengths)
-        v = self.video_model(vision, batch.vision_lengths)
+        v = self.vision_model(vision, batch.vision_lengths)
         inputs = {"M": torch.cat([t, a, v], dim=-1), "T": t, "A": a, "V": v}
         preds, features = {}, {}
         for task, head in self.heads.items():

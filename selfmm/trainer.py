@@ -121,7 +121,7 @@ def train_seed(
     The BERT is loaded afresh for each seed rather than copied from one held for all: a copy would keep two
     BERTs in memory (180 MB for MiniLM, 880 MB for bert-base)."""
     torch.manual_seed(seed)
-    model = SelfMM(config, dims["audio"], dims["vision"], load_text_encoder(config.text_model))
+    model = SelfMM(config.model, dims["audio"], dims["vision"], load_text_encoder(config.text_model))
     if statistics is not None:
         model.set_feature_statistics(statistics)
     model = model.to(device)
@@ -260,9 +260,9 @@ def make_optimizer(model: SelfMM, config: TrainConfig) -> torch.optim.Adam:
                 "weight_decay": config.weight_decay_audio,
             },
             {
-                "params": list(model.video_model.parameters()),
-                "lr": config.learning_rate_video,
-                "weight_decay": config.weight_decay_video,
+                "params": list(model.vision_model.parameters()),
+                "lr": config.learning_rate_vision,
+                "weight_decay": config.weight_decay_vision,
             },
             {
                 "params": list(model.heads.parameters()),

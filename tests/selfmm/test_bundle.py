@@ -9,11 +9,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer
 
 from features.store import FeatureStore, write_store
-from selfmm.bundle import BundleError, load_bundle, verify_bundle
-from selfmm.config import preset
+from selfmm.bundle import FORMAT_VERSION, BundleError, load_bundle, verify_bundle, write_manifest
+from selfmm.config import RENAMED, preset
 from selfmm.predict import evaluate, predict_clips, predict_store
 from selfmm.trainer import train
 from tests.support.data import flip_a_byte
@@ -199,3 +201,27 @@ def test_a_bundle_from_before_manifests_loads_unverified_with_a_warning_and_a_ne
     assert not bundle.verified and bundle.seeds == [1, 2]
     assert "format-1 bundle, without manifest.json: loaded UNVERIFIED" in caplog.text
     assert verify_bundle(bundle_copy) is False
+
+
+def test_a_bundle_of_format_2_which_named_vision_video_loads_with_the_same_config_and_weights(trained, bundle_copy):
+    """Format 2 spelled the vision modality as MMSA does: its config keys and state-dict keys are read as ours."""
+    store, result = trained
+    info = json.loads((bundle_copy / "bundle.json").read_text())
+    older = {new: old for old, new in RENAMED.items()}
+    del info["model"]
+    config = {older.get(key, key): value for key, value in info["config"].items()}
+    assert "video_out" in config and "vision_out" not in config
+    (bundle_copy / "bundle.json").write_text(json.dumps({**info, "format": 2, "config": config}))
+    for weights in (bundle_copy / "weights").iterdir():
+        state = load_file(weights)
+        assert any(key.startswith("vision_model.") for key in state)
+        save_file({key.replace("vision_model.", "video_model.", 1): value for key, value in state.items()}, weights)
+    write_manifest(bundle_copy)
+
+    old, new = load_bundle(bundle_copy), load_bundle(result.out_dir)
+    assert old.verified and old.info["format"] == 2 and new.info["format"] == FORMAT_VERSION == 3
+    assert old.config == new.config and old.info["model"] == new.info["model"] == new.config.model.to_dict()
+    for seed in new.seeds:
+        theirs, ours = old.model(seed).state_dict(), new.model(seed).state_dict()
+        assert list(theirs) == list(ours) and all(torch.equal(theirs[k], ours[k]) for k in ours)
+    assert predict_store(bundle_copy, store) == predict_store(result.out_dir, store)

@@ -231,7 +231,7 @@ def test_sims_bins_of_float32_decimal_edge_labels_match_mmsa(mmsa_unrounded: Non
 
 # --- The network ----------------------------------------------------------------------------------------------
 
-AUDIO_DIM, VIDEO_DIM = 5, 7
+AUDIO_DIM, VISION_DIM = 5, 7
 # Where the two networks run: the CPU unless SELFMM_TEST_DEVICE names another (benchmarks/gpu_check.sh: cuda).
 DEVICE = torch.device(os.environ.get("SELFMM_TEST_DEVICE", "cpu"))
 MMSA_FEATURES = {"M": "Feature_f", "T": "Feature_t", "A": "Feature_a", "V": "Feature_v"}
@@ -243,15 +243,15 @@ def networks() -> tuple[MMSANetwork, SelfMM]:
     """MMSA's network with its random initial weights (and the MiniLM's pretrained ones), and ours holding
     the same tensors. The demo preset's widths, with every dropout non-zero so that train mode tests them."""
     config = preset(
-        "demo", lstm_dropout=0.2, post_fusion_dropout=0.2, post_video_dropout=0.2, standardise_features=False
+        "demo", lstm_dropout=0.2, post_fusion_dropout=0.2, post_vision_dropout=0.2, standardise_features=False
     )
     folder = resolve_model(config.text_model)
     width = AutoConfig.from_pretrained(folder).hidden_size
     torch.manual_seed(0)
     with warnings.catch_warnings():  # MMSA passes the dropout to its one-layer nn.LSTM too, which warns
         warnings.filterwarnings("ignore", "dropout option adds dropout after all but last recurrent layer")
-        reference = mmsa_network(config, folder, width, AUDIO_DIM, VIDEO_DIM)
-    ours = SelfMM(config, AUDIO_DIM, VIDEO_DIM, text_encoder_from_config(folder))
+        reference = mmsa_network(config, folder, width, AUDIO_DIM, VISION_DIM)
+    ours = SelfMM(config.model, AUDIO_DIM, VISION_DIM, text_encoder_from_config(folder))
     weights = project_state_dict(reference)
     assert set(weights) == set(ours.state_dict())  # every tensor of ours, each from exactly one of MMSA's
     ours.load_state_dict(weights, strict=True)
@@ -281,7 +281,7 @@ def test_network_with_mmsa_weights_gives_mmsa_predictions_and_features(
     items = []
     for i, (text, t_a, t_v) in enumerate(zip(texts, (6, 1, 3), (2, 5, 4))):  # ragged tokens and frames
         ids = torch.tensor(tokenizer(text)["input_ids"])
-        audio, vision = torch.randn(t_a, AUDIO_DIM, generator=g), torch.randn(t_v, VIDEO_DIM, generator=g)
+        audio, vision = torch.randn(t_a, AUDIO_DIM, generator=g), torch.randn(t_v, VISION_DIM, generator=g)
         items.append(Item(i, ids, torch.ones_like(ids), audio, vision, 0.0))
     batch = collate(items).to(DEVICE)
     text = torch.stack([batch.input_ids, batch.attention_mask, torch.zeros_like(batch.input_ids)], dim=1).float()

@@ -25,7 +25,7 @@ def _model(config: TrainConfig | None = None, hidden: int = 24) -> SelfMM:
             max_position_embeddings=64,
         )
     )
-    return SelfMM(config or TrainConfig(), audio_dim=3, video_dim=2, text_encoder=bert)
+    return SelfMM((config or TrainConfig()).model, audio_dim=3, vision_dim=2, text_encoder=bert)
 
 
 def _items(n: int = 4) -> list[Item]:
@@ -53,7 +53,7 @@ def test_outputs_and_representation_widths_follow_config_and_text_model():
     out = model(collate(_items()))
     assert {t: p.shape for t, p in out.preds.items()} == {t: (4,) for t in "MTAV"}
     assert {t: f.shape[1] for t, f in out.features.items()} == {"M": 128, "T": 64, "A": 16, "V": 32}
-    assert cast(Head, model.heads["M"]).layer_1.in_features == 24 + 16 + 32  # BERT width + audio_out + video_out
+    assert cast(Head, model.heads["M"]).layer_1.in_features == 24 + 16 + 32  # BERT width + audio_out + vision_out
     assert cast(Head, model.heads["T"]).layer_1.in_features == 24
     assert all((f >= 0).all() for f in out.features.values())  # F_s is taken after the ReLU
 

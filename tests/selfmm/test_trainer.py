@@ -77,7 +77,7 @@ def test_accumulation_steps_every_update_epochs_batches_and_drops_the_trailing_o
     config = dataclasses.replace(config, update_epochs=2, batch_size=4, step_trailing_batches=trailing)
     with FeatureStore(store_path) as store:
         data = ClipDataset.from_clips([store.read(k) for k in store.keys("train")[:20]], {"audio": 5, "vision": 20})
-    model = SelfMM(config, 5, 20, text_encoder_from_config(config.text_model))
+    model = SelfMM(config.model, 5, 20, text_encoder_from_config(config.text_model))
     optimizer = make_optimizer(model, config)
     calls = []
     # 20 clips / 4 = 5 batches: steps after batches 2 and 4 (and 5)

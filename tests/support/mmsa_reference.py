@@ -51,22 +51,22 @@ def mmsa_network(config: TrainConfig, bert_folder: str, text_width: int, audio_d
         pretrained=bert_folder,
         feature_dims=[text_width, audio_dim, video_dim],
         text_out=text_width,
-        a_lstm_hidden_size=config.a_lstm_hidden,
-        v_lstm_hidden_size=config.v_lstm_hidden,
+        a_lstm_hidden_size=config.audio_lstm_hidden,
+        v_lstm_hidden_size=config.vision_lstm_hidden,
         a_lstm_layers=1,
         v_lstm_layers=1,
         a_lstm_dropout=config.lstm_dropout,
         v_lstm_dropout=config.lstm_dropout,
         audio_out=config.audio_out,
-        video_out=config.video_out,
+        video_out=config.vision_out,
         post_fusion_dim=config.post_fusion_dim,
         post_text_dim=config.post_text_dim,
         post_audio_dim=config.post_audio_dim,
-        post_video_dim=config.post_video_dim,
+        post_video_dim=config.post_vision_dim,
         post_fusion_dropout=config.post_fusion_dropout,
         post_text_dropout=config.post_text_dropout,
         post_audio_dropout=config.post_audio_dropout,
-        post_video_dropout=config.post_video_dropout,
+        post_video_dropout=config.post_vision_dropout,
     )
     return MMSANetwork(args)
 
@@ -76,9 +76,11 @@ NAME_RULES: list[tuple[str, str]] = [
     # MMSA wraps the HF BertModel in BertTextEncoder.model; we hold the BertModel itself.
     (r"text_model\.model\.(.+)", r"text_encoder.\1"),
     # AuViSubNet's LSTM is `rnn`, ours (SequenceEncoder) `lstm`; same nn.LSTM parameter names below.
-    (r"(audio|video)_model\.rnn\.(.+)", r"\1_model.lstm.\2"),
+    (r"audio_model\.rnn\.(.+)", r"audio_model.lstm.\1"),
+    (r"video_model\.rnn\.(.+)", r"vision_model.lstm.\1"),
     # AuViSubNet's projection after the LSTM is `linear_1`, ours `linear`.
-    (r"(audio|video)_model\.linear_1\.(.+)", r"\1_model.linear.\2"),
+    (r"audio_model\.linear_1\.(.+)", r"audio_model.linear.\1"),
+    (r"video_model\.linear_1\.(.+)", r"vision_model.linear.\1"),
     # post_<task>_layer_1 / _2 are our Head.layer_1 / layer_2 (F_s is layer_1's ReLU output) ...
     (r"post_fusion_layer_([12])\.(.+)", r"heads.M.layer_\1.\2"),
     (r"post_text_layer_([12])\.(.+)", r"heads.T.layer_\1.\2"),

@@ -101,7 +101,7 @@ def synthetic_clips(
     sizes: dict[str, int],
     tokenize: Callable[[str], list[int]],
     audio_dim: int = 5,
-    video_dim: int = 20,
+    vision_dim: int = 20,
     label_scale: float = 1.0,
     lengths: str = "short",
     seed: int = 0,
@@ -115,7 +115,7 @@ def synthetic_clips(
     unimodal_rng = np.random.default_rng(seed + 1)
     profile = LENGTHS[lengths]
     direction_a = rng.standard_normal(audio_dim).astype(np.float32)
-    direction_v = rng.standard_normal(video_dim).astype(np.float32)
+    direction_v = rng.standard_normal(vision_dim).astype(np.float32)
     clips = []
     for split, n in sizes.items():
         labels = rng.uniform(-label_scale, label_scale, n)
@@ -134,7 +134,7 @@ def synthetic_clips(
             empty = empty_every > 0 and (len(clips) + 1) % empty_every == 0
             audio = rng.standard_normal((0 if empty else t_a[i], audio_dim)).astype(np.float32) + y * direction_a
             face = np.zeros(t_v[i], bool) if empty else rng.random(t_v[i]) < 0.9
-            vision = (rng.standard_normal((t_v[i], video_dim)).astype(np.float32) + y * direction_v) * face[:, None]
+            vision = (rng.standard_normal((t_v[i], vision_dim)).astype(np.float32) + y * direction_v) * face[:, None]
             ids = np.asarray(tokenize(text), np.int32)
             noisy = np.clip(labels[i] + 0.3 * label_scale * unimodal_rng.standard_normal(3), -label_scale, label_scale)
             label_t, label_a, label_v = (float(x) for x in noisy) if unimodal else (math.nan,) * 3
@@ -163,7 +163,7 @@ def make_synthetic_store(
     text_model: str,
     sizes: dict[str, int] | None = None,
     audio_dim: int = 5,
-    video_dim: int = 20,
+    vision_dim: int = 20,
     label_scale: float = 1.0,
     lengths: str = "short",
     seed: int = 0,
@@ -178,10 +178,10 @@ def make_synthetic_store(
     def tokenize(text: str) -> list[int]:
         return tokenizer(text, truncation=True, max_length=50)["input_ids"]
 
-    clips = synthetic_clips(sizes, tokenize, audio_dim, video_dim, label_scale, lengths, seed, empty_every, unimodal)
+    clips = synthetic_clips(sizes, tokenize, audio_dim, vision_dim, label_scale, lengths, seed, empty_every, unimodal)
     provenance = {
         "audio": ModalityProvenance("synthetic", "0", {"seed": seed}, "a", [f"a{i}" for i in range(audio_dim)]),
-        "vision": ModalityProvenance("synthetic", "0", {"seed": seed}, "v", [f"v{i}" for i in range(video_dim)]),
+        "vision": ModalityProvenance("synthetic", "0", {"seed": seed}, "v", [f"v{i}" for i in range(vision_dim)]),
         "text": ModalityProvenance("hf-tokenizer", "0", {"model": text_model, "max_length": 50}, "t", []),
     }
     return write_store(path, clips, provenance, dataset="synthetic", feature_config_hash=feature_config_hash)

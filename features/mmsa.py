@@ -39,12 +39,11 @@ from features.errors import PipelineError
 from features.files import atomic_open, file_sha256
 from features.safe_pickle import load_pickle
 from features.store import SCHEMA_VERSION, FeatureStore, package_version, write_store
-from features.types import SPLITS, UNIMODAL, Clip, Failure, ModalityProvenance, check_id
+from features.types import MMSA_EXTRACTOR, SPLITS, UNIMODAL, Clip, Failure, ModalityProvenance, check_id
 
 log = logging.getLogger(__name__)
 
 EXPORTER = "selfmm-pipeline"
-EXTRACTOR = "mmsa-pickle"
 REQUIRED_KEYS = ("id", "raw_text", "text_bert", "audio", "vision", "regression_labels")
 FRAME_MODALITIES = ("audio", "vision")
 _EXTRA_FLOATS = ("start", "end", "audio_rate", "vision_fps")  # per-clip attributes MMSA has no key for
@@ -120,7 +119,7 @@ def import_mmsa(
     for modality in FRAME_MODALITIES:
         config = {**notes[modality], "source": pkl.name, "sha256": digest}
         provenance[modality] = ModalityProvenance(
-            extractor=EXTRACTOR,
+            extractor=MMSA_EXTRACTOR,
             version=package_version(),
             config=config,
             config_hash=stable_hash(config),
@@ -128,7 +127,7 @@ def import_mmsa(
         )
     text_config = TextConfig(model=text_model or _guess_text_model(splits), max_length=first["text_bert"].shape[2])
     provenance["text"] = ModalityProvenance(
-        extractor=EXTRACTOR,
+        extractor=MMSA_EXTRACTOR,
         version=package_version(),
         config=config_to_dict(text_config),
         config_hash=config_hash(text_config),

@@ -167,6 +167,8 @@ class Failure:
         self.stage = Stage(self.stage)  # a plain string read back from a store or report becomes the enum
 
 
+MMSA_EXTRACTOR = "mmsa-pickle"  # the provenance of features imported from an MMSA pickle (features/mmsa.py)
+
 LABEL_BOUNDS = {"mosi": 3.0, "mosei": 3.0, "sims": 1.0, "simsv2": 1.0}
 
 

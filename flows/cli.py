@@ -382,50 +382,37 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from features.cache import ShardCache
     from flows.params import load_params
-    from selfmm.batch import (
-        SCORE_NAMES,
-        caution,
-        extraction_config,
-        find_inputs,
-        predict_inputs,
-        summary,
-        text_summary,
-        write_predictions,
-    )
+    from selfmm.batch import SCORE_NAMES, predict_path, text_summary, write_predictions
     from selfmm.bundle import load_bundle
-    from selfmm.predict import Predictor
 
     params = load_params(args.params)
     if args.subtitles is not None:
         return _predict_timeline(args, params)
-    inputs = find_inputs(args.media, args.text)
     bundle = load_bundle(args.model.resolve())  # a champion link resolved once: one release for every clip
     cache = ShardCache(args.cache_dir or params.run.cache_dir)
-    rows = predict_inputs(Predictor(bundle, args.seed), inputs, extraction_config(bundle), cache)
-    warning = caution(bundle, inputs, cache)
-    if warning:
-        print(f"selfmm predict: {warning}", file=sys.stderr)
+    rows, result = predict_path(bundle, args.media, cache, args.text, args.seed)
+    if result["caution"]:
+        print(f"selfmm predict: {result['caution']}", file=sys.stderr)
     out = args.out or (None if args.media.is_file() else Path("predictions.csv"))
     if out is not None:
         write_predictions(out, rows)
     if not args.media.is_file():
         print(text_summary(rows), file=sys.stderr)
-        result = {**summary(rows), "predictions": str(out), "model": str(bundle.path), "caution": warning}
-        print(json.dumps(result, indent=2))
+        print(json.dumps({**result, "predictions": str(out)}, indent=2))
         return 0
     row = rows[0]
     if row.error:
         raise PipelineError(f"{args.media}: {row.error}")
-    result = {
+    single = {
         "media": str(args.media),
         "transcript": args.text,
         "text_source": row.text_source,
         **{name: getattr(row, name) for name in SCORE_NAMES.values()},
         "face_frames": row.face_frames,
-        "caution": warning,
+        "caution": result["caution"],
     }
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(single, indent=2))
     else:
         from flows.cli_text import prediction_text
 

@@ -16,15 +16,7 @@ from features.types import DatasetError
 from flows.artifacts import artifact_key
 from flows.params import load_params
 from flows.releases import DatasetPaths
-from selfmm.batch import (
-    caution,
-    extraction_config,
-    find_inputs,
-    predict_inputs,
-    summary,
-    text_summary,
-    write_predictions,
-)
+from selfmm.batch import extraction_config, predict_path, text_summary, write_predictions
 from selfmm.bundle import load_bundle
 from selfmm.predict import Predictor
 from selfmm.timeline import merge_short_cues, predict_timeline, read_subtitles, write_timeline
@@ -56,16 +48,9 @@ def predict_flow(
             "<clip>.txt or <clip>.<ext>.txt its transcript; or a dataset folder with label.csv)"
         )
     bundle = load_bundle(Path(model or paths.champion).resolve())  # one release for the whole run
-    inputs = find_inputs(folder)
-    cache = ShardCache(load_params().run.cache_dir)
-    rows = predict_inputs(Predictor(bundle), inputs, extraction_config(bundle), cache)
+    rows, result = predict_path(bundle, folder, ShardCache(load_params().run.cache_dir))
     target = write_predictions(Path(out) if out else paths.home / "predictions.csv", rows)
-    result = {
-        **summary(rows),
-        "predictions": str(target),
-        "model": str(bundle.path),
-        "caution": caution(bundle, inputs, cache),
-    }
+    result["predictions"] = str(target)
     create_table_artifact(
         [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(r).items()} for r in rows],
         key=artifact_key("predict", dataset),

@@ -241,6 +241,16 @@ def text_summary(rows: list[Row]) -> str:
     )
 
 
+def predict_path(
+    bundle: Bundle, path: str | Path, cache: ShardCache, text: str = "", seed: int | None = None
+) -> tuple[list[Row], dict]:
+    """Every clip under ``path`` (see ``find_inputs``) scored by one seed of ``bundle``: the rows, and the run's
+    summary with the model card's caution when it applies (what ``selfmm predict`` and predict/<d> report)."""
+    inputs = find_inputs(path, text)
+    rows = predict_inputs(Predictor(bundle, seed), inputs, extraction_config(bundle), cache)
+    return rows, {**summary(rows), "model": str(bundle.path), "caution": caution(bundle, inputs, cache)}
+
+
 def caution(bundle: Bundle, inputs: Inputs, cache: ShardCache) -> str:
     """The model card's caution when any input media lies outside the synthetic corpus the model was trained on."""
     card = bundle.card

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from features.mmsa import EXTRACTOR as MMSA_EXTRACTOR
 from features.store import FeatureStore
+from features.types import MMSA_EXTRACTOR
 
 DEMO_DATASET = "demo"  # the name the built-in synthetic corpus (`selfmm demo-corpus`, data/demo) is extracted under
 UNKNOWN = "unknown"

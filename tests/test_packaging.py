@@ -96,3 +96,11 @@ def test_every_locked_requirement_has_a_hash():
 def test_lock_pins_the_dev_tools():
     pins = locked()
     assert pins["ruff"] == "0.17.6" and pins["basedpyright"] == "1.40.2" and "pytest" in pins
+
+
+def test_the_selfmm_command_is_installed_from_the_cli_module():
+    """`selfmm` is what the README, dvc.yaml and the tests run: the console script must name the CLI's entry point."""
+    assert PROJECT.get("scripts") == {"selfmm": "flows.cli:console"}
+    import flows.cli
+
+    assert callable(flows.cli.console)

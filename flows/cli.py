@@ -426,18 +426,18 @@ def _predict_timeline(args: argparse.Namespace, params: Params) -> int:
     from selfmm.batch import extraction_config
     from selfmm.bundle import load_bundle
     from selfmm.predict import Predictor
-    from selfmm.timeline import merge_short_cues, predict_timeline, read_subtitles, write_timeline
+    from selfmm.timeline import read_subtitles, timeline_of, write_timeline
 
     if not args.media.is_file():
         raise ConfigError(f"{args.media}: --subtitles goes with one media file, not a folder")
-    cues = merge_short_cues(read_subtitles(args.subtitles), params.predict.min_segment_s)
+    read_subtitles(args.subtitles)  # a bad subtitles file is refused before the model loads
     bundle = load_bundle(args.model.resolve())
     cache = ShardCache(args.cache_dir or params.run.cache_dir)
+    predictor, config = Predictor(bundle, args.seed), extraction_config(bundle)
     with decoding_progress(args.media) as progress:
-        segments = predict_timeline(
-            Predictor(bundle, args.seed), args.media, cues, extraction_config(bundle), cache, progress
+        segments, caution = timeline_of(
+            predictor, args.media, args.subtitles, params.predict.min_segment_s, config, cache, progress
         )
-    caution = bundle.card.caution_for([cache.media_hashes.sha256(args.media)])
     if caution:
         print(f"selfmm predict: {caution}", file=sys.stderr)
     out = args.out or Path(f"{args.media.name}.timeline")

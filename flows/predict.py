@@ -19,7 +19,7 @@ from flows.releases import DatasetPaths
 from selfmm.batch import extraction_config, predict_path, text_summary, write_predictions
 from selfmm.bundle import load_bundle
 from selfmm.predict import Predictor
-from selfmm.timeline import merge_short_cues, predict_timeline, read_subtitles, write_timeline
+from selfmm.timeline import timeline_of, write_timeline
 
 
 def incoming_folder(dataset: str) -> Path:
@@ -72,9 +72,9 @@ def _timeline(dataset: str, media: Path, subtitles: Path, model: str | None, out
         raise DatasetError(f"{media}: no such media file (with subtitles, incoming names the file to score)")
     params = load_params()
     bundle = load_bundle(Path(model or paths.champion).resolve())
-    cues = merge_short_cues(read_subtitles(subtitles), params.predict.min_segment_s)
-    segments = predict_timeline(
-        Predictor(bundle), media, cues, extraction_config(bundle), ShardCache(params.run.cache_dir)
+    cache = ShardCache(params.run.cache_dir)
+    segments, caution = timeline_of(
+        Predictor(bundle), media, subtitles, params.predict.min_segment_s, extraction_config(bundle), cache
     )
     files = write_timeline(Path(out) if out else paths.home / "timelines" / media.name, segments, media.name)
     failed = sum(1 for s in segments if s.error)
@@ -83,5 +83,13 @@ def _timeline(dataset: str, media: Path, subtitles: Path, model: str | None, out
         key=artifact_key("timeline", dataset),
         description=f"{media} with {subtitles}, by {bundle.path}: {len(segments)} segments, {failed} failed",
     )
-    get_run_logger().info("%s: %d segments, %d failed -> %s", media, len(segments), failed, files["timeline.html"])
-    return {"segments": len(segments), "failed": failed, **{name: str(path) for name, path in files.items()}}
+    logger = get_run_logger()
+    logger.info("%s: %d segments, %d failed -> %s", media, len(segments), failed, files["timeline.html"])
+    if caution:
+        logger.warning(caution)
+    return {
+        "segments": len(segments),
+        "failed": failed,
+        **{name: str(path) for name, path in files.items()},
+        "caution": caution,
+    }

@@ -47,7 +47,7 @@ from selfmm.batch import SCORE_NAMES, TextSource, extraction_config
 from selfmm.bundle import Bundle, load_bundle
 from selfmm.model_page import PAGE, PREDICT_BODY, api_reference
 from selfmm.predict import Predictor
-from selfmm.timeline import SubtitleError, merge_short_cues, predict_timeline, read_subtitles
+from selfmm.timeline import SubtitleError, timeline_of
 from selfmm.uploads import ServiceError, Upload, read_upload
 
 log = logging.getLogger("selfmm.model_service")
@@ -199,10 +199,14 @@ def predict_timeline_upload(model: LoadedModel, upload: Upload, settings: Servic
     assert upload.media is not None
     subtitles = upload.folder / f"subtitles{Path(upload.subtitles_name).suffix.lower()}"
     subtitles.write_bytes(bytes(upload.subtitles))
-    cues = merge_short_cues(read_subtitles(subtitles), settings.min_segment_s)
-    cache = ShardCache(upload.folder / "cache")
-    segments = predict_timeline(model.predictor, upload.media, cues, model.config, cache)
-    caution = model.bundle.card.caution_for([cache.media_hashes.sha256(upload.media)])
+    segments, caution = timeline_of(
+        model.predictor,
+        upload.media,
+        subtitles,
+        settings.min_segment_s,
+        model.config,
+        ShardCache(upload.folder / "cache"),
+    )
     return {
         "file": upload.filename,
         "subtitles": upload.subtitles_name,

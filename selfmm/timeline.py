@@ -132,12 +132,27 @@ def predict_timeline(
         rows = {int(row.clip): row for row in scored}
     segments = []
     for i, cue in enumerate(cues):
-        row = rows.get(i) or Row(
-            str(i), error=f"cue starts at {cue.start:.3f} s, after the end of the media ({duration:.3f} s)"
-        )
+        past_end = f"cue starts at {cue.start:.3f} s, after the end of the media ({duration:.3f} s)"
+        row = rows.get(i) or Row(str(i), text_source=TextSource.SUBTITLES, error=past_end)
         values = {f.name: getattr(row, f.name) for f in fields(Row)}
         segments.append(Segment(**{**values, "clip": f"{i + 1}"}, start=cue.start, end=cue.end, text=cue.text))
     return segments
+
+
+def timeline_of(
+    predictor: Predictor,
+    media: Path,
+    subtitles: Path,
+    min_segment_s: float,
+    config: ExtractConfig,
+    cache: ShardCache,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[list[Segment], str]:
+    """The subtitles' cues (short ones joined) scored on ``media``, and the model card's caution when ``media`` is
+    not from the synthetic corpus the model was trained on: what the CLI, predict/<d> and the service answer."""
+    cues = merge_short_cues(read_subtitles(subtitles), min_segment_s)
+    segments = predict_timeline(predictor, media, cues, config, cache, progress)
+    return segments, predictor.bundle.card.caution_for([cache.media_hashes.sha256(media)])
 
 
 def write_timeline(folder: str | Path, segments: list[Segment], title: str) -> dict[str, Path]:

@@ -23,7 +23,7 @@ from features.store import FeatureStore
 from selfmm.config import preset
 from selfmm.data import Batch, ClipDataset, feature_dims, make_loader
 from selfmm.model import SelfMM
-from selfmm.text_encoder import cls_state, load_text_encoder
+from selfmm.text_encoder import load_text_encoder
 from selfmm.trainer import make_optimizer, multitask_loss
 from selfmm.ulgm import ULGM
 
@@ -63,10 +63,7 @@ def main() -> None:
         encoder, audio, video = model.text_encoder, model.audio_model, model.vision_model
 
         def bert(b: Batch) -> None:
-            cls_state(encoder, b.input_ids, b.attention_mask).sum().backward()
-
-        def bert_padded(b: Batch) -> None:
-            encoder(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state[:, 0].sum().backward()
+            encoder(b.input_ids, b.attention_mask).sum().backward()
 
         def lstm(module: torch.nn.Module, name: str) -> Callable[[Batch], None]:
             def run(b: Batch) -> None:
@@ -87,7 +84,7 @@ def main() -> None:
 
         def heads(b: Batch) -> None:
             with torch.no_grad():
-                t = cls_state(encoder, b.input_ids, b.attention_mask)
+                t = encoder(b.input_ids, b.attention_mask)
                 a, v = audio(b.audio, b.audio_lengths), video(b.vision, b.vision_lengths)
             start_heads = time.perf_counter()
             fused = {"M": torch.cat([t, a, v], -1), "T": t, "A": a, "V": v}
@@ -108,7 +105,6 @@ def main() -> None:
         optimizer.step()  # the first step also creates Adam's moments
         parts["Adam step / update_epochs"] = timed(lambda _: optimizer.step(), batches[:8]) / config.update_epochs
         whole = timed(whole_step, batches) + parts["Adam step / update_epochs"] + load_ms
-        padded_ms = timed(bert_padded, batches)
         groups = [{k: g[k] for k in ("params", "lr", "weight_decay")} for g in optimizer.param_groups]
         loop_adam = torch.optim.Adam(groups, fused=False)
         loop_adam.step()
@@ -126,7 +122,6 @@ def main() -> None:
         print(f"{name:>28}: {ms:7.1f} ms/batch  {100 * ms / whole:5.1f} %")
     print(f"{'sum of parts':>28}: {sum(parts.values()):7.1f} ms/batch")
     print(f"{'whole step':>28}: {whole:7.1f} ms/batch  ({1000 * config.batch_size / whole:.1f} samples/s)")
-    print(f"before: MiniLM fwd+bwd over the padded tokens (the library's forward) {padded_ms:.1f} ms/batch")
     print(f"before: Adam, a loop over the tensors (not fused) {loop_adam_ms:.1f} ms/batch")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import ctypes.util
 import json
 import os
 import sys
@@ -70,10 +71,22 @@ def console() -> None:
             sys.stderr.flush()
             os._exit(status[0])
 
-    portable_math.reexec()  # features the same bytes under any C library (a restart, before anything is loaded)
+    # a restart, before anything is loaded: features the same bytes under any C library; training on tcmalloc
+    portable_math.reexec(also=_allocator(sys.argv[1:]))
     atexit.register(exit_now)  # registered first, so it runs after every other exit handler
     status.append(main())
     sys.exit(status[0])
+
+
+def _allocator(argv: list[str]) -> tuple[str, ...]:
+    """tcmalloc for the commands that train, where it is installed (Debian's libtcmalloc-minimal4, which setup.sh
+    installs): glibc's malloc keeps freed memory of a training run's ever-changing batch shapes in scattered
+    pieces and returns it late. The numbers are in benchmarks/README.md. Other commands keep the C library's."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command not in ("train", "retrain") or not (tcmalloc := ctypes.util.find_library("tcmalloc_minimal")):
+        return ()
+    os.environ.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))  # no note per large array
+    return (tcmalloc,)
 
 
 def _check_inputs(args: argparse.Namespace) -> None:

@@ -119,7 +119,7 @@ class Bundle:
             raise BundleError(f"{self.path}: no weights for seed {seed} (has {self.seeds})")
         encoder = text_encoder_from_config(str(self.text_model_dir))
         model = SelfMM(ModelConfig.from_dict(self.info["model"]), self.dims["audio"], self.dims["vision"], encoder)
-        state = load_file(self.path / "weights" / f"seed_{seed}.safetensors")
+        state = load_weights(self.path, seed)
         if self.info["format"] < 3:
             state = {_renamed(key, RENAMED_WEIGHTS): value for key, value in state.items()}
         model.load_state_dict(state)
@@ -172,10 +172,18 @@ class Bundle:
 
 
 def save_weights(path: Path, seed: int, state: dict[str, torch.Tensor]) -> None:
-    """One seed's state dict, written as soon as that seed is done (not all seeds held in memory)."""
+    """One seed's state dict: the trainer writes each better epoch's weights here as training goes."""
     (path / "weights").mkdir(parents=True, exist_ok=True)
-    with atomic_path(path / "weights" / f"seed_{seed}.safetensors") as tmp:
+    with atomic_path(_weights_file(path, seed)) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, tmp)
+
+
+def load_weights(path: Path, seed: int) -> dict[str, torch.Tensor]:
+    return load_file(_weights_file(path, seed))
+
+
+def _weights_file(path: Path, seed: int) -> Path:
+    return path / "weights" / f"seed_{seed}.safetensors"
 
 
 def save_bundle(
@@ -188,7 +196,7 @@ def save_bundle(
     card: ModelCard,
 ) -> Bundle:
     """Complete a bundle whose seeds' weights are saved: the selected seed has the lowest validation loss."""
-    missing = [s for s in valid_loss if not (path / "weights" / f"seed_{s}.safetensors").is_file()]
+    missing = [s for s in valid_loss if not _weights_file(path, s).is_file()]
     if missing:
         raise BundleError(f"{path}: no saved weights for seed(s) {missing}")
     text_dir = path / "text_model"

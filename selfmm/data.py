@@ -3,8 +3,8 @@
 The store keeps every clip at its true length. Batches are padded to their own longest clip (dynamic padding)
 instead of to one global length; ``fixed_padding`` restores the reference's shapes for comparison. The
 LSTMs read their state at each clip's true length either way, and BERT runs on the real tokens only
-(``selfmm.text_encoder.cls_state``), so what padding still costs is the LSTM steps past a batch's shorter clips. Length
-bucketing (``bucket``) groups clips of similar length and saves some of those, at the price of a batch
+(``selfmm.text_encoder.TextEncoder``), so what padding still costs is the LSTM steps past a batch's shorter clips.
+Length bucketing (``bucket``) groups clips of similar length and saves some of those, at the price of a batch
 composition that differs from the reference's uniform shuffling; since BERT packs its tokens that is at most
 about 10% on MOSI, so it stays off by default.
 

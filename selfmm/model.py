@@ -17,11 +17,10 @@ from typing import cast
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 
 from selfmm.config import ModelConfig
 from selfmm.data import Batch
-from selfmm.text_encoder import cls_state
+from selfmm.text_encoder import TextEncoder
 
 
 @dataclass
@@ -67,7 +66,7 @@ class Head(nn.Module):
 
 
 class SelfMM(nn.Module):
-    def __init__(self, config: ModelConfig, audio_dim: int, vision_dim: int, text_encoder: PreTrainedModel):
+    def __init__(self, config: ModelConfig, audio_dim: int, vision_dim: int, text_encoder: TextEncoder):
         super().__init__()
         self.finetune_bert = config.finetune_bert
         self.text_encoder = text_encoder
@@ -103,7 +102,7 @@ class SelfMM(nn.Module):
 
     def forward(self, batch: Batch) -> Output:
         with torch.set_grad_enabled(self.finetune_bert and torch.is_grad_enabled()):
-            t = cls_state(self.text_encoder, batch.input_ids, batch.attention_mask)
+            t = self.text_encoder(batch.input_ids, batch.attention_mask)
         audio, vision = batch.audio, batch.vision
         if self.standardise:  # padding frames change too, but the LSTM state is read before them
             audio = (audio - self.get_buffer("audio_mean")) / self.get_buffer("audio_std")

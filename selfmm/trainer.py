@@ -33,7 +33,7 @@ from features.files import atomic_open, atomic_write_text
 from features.store import FeatureStore
 from features.text_models import resolve_model, vocabulary_of
 from features.types import SPLITS, TASKS
-from selfmm.bundle import HISTORY_COLUMNS, MANIFEST_FILE, save_bundle, save_weights, write_manifest
+from selfmm.bundle import HISTORY_COLUMNS, MANIFEST_FILE, load_weights, save_bundle, save_weights, write_manifest
 from selfmm.config import LabelRule, TrainConfig
 from selfmm.data import ClipDataset, DataError, feature_dims, fits_in_memory, frame_statistics, make_loader
 from selfmm.metrics import compute_metrics, mean_std
@@ -94,11 +94,7 @@ def train(features: str | Path, out_dir: str | Path, config: TrainConfig) -> Tra
         _check_vocabulary(data, text_config.vocab_size, store)
         train_items = (data["train"][i] for i in range(len(data["train"])))
         statistics = frame_statistics(train_items, dims) if config.standardise_features else None
-        results = []
-        for seed in config.seeds:
-            result, weights = train_seed(seed, data, dims, config, device, statistics)
-            save_weights(out_dir, seed, weights)
-            results.append(result)
+        results = [train_seed(seed, data, dims, config, device, out_dir, statistics) for seed in config.seeds]
         mean, std = mean_std([r.test for r in results])
         card = card_for(store, config.text_model, mean)
         bundle = save_bundle(out_dir, config, store, dims, text_config, {r.seed: r.valid_loss for r in results}, card)
@@ -114,12 +110,15 @@ def train_seed(
     dims: dict[str, int],
     config: TrainConfig,
     device: torch.device,
+    out_dir: Path,
     statistics: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-) -> tuple[SeedResult, dict[str, torch.Tensor]]:
-    """One seed from the pretrained BERT to the tested best checkpoint; returns its result and weights.
-    ``statistics``: the training frames' feature means and stds, where the config standardises features.
-    The BERT is loaded afresh for each seed rather than copied from one held for all: a copy would keep two
-    BERTs in memory (180 MB for MiniLM, 880 MB for bert-base)."""
+) -> SeedResult:
+    """One seed from the pretrained BERT to the tested best checkpoint, whose weights go to the bundle in
+    ``out_dir``. ``statistics``: the training frames' feature means and stds, where the config standardises
+    features. Memory: the BERT is loaded afresh for each seed rather than copied from one held for all (a copy
+    would keep two BERTs in memory: 180 MB for MiniLM, 880 MB for bert-base); the best epoch's weights are kept in
+    the bundle's file, not beside the training copy (as MMSA keeps its checkpoint on disk); and Adam's moments and
+    the gradients are let go before the test pass."""
     torch.manual_seed(seed)
     model = SelfMM(config.model, dims["audio"], dims["vision"], load_text_encoder(config.text_model))
     if statistics is not None:
@@ -142,7 +141,7 @@ def train_seed(
     }
     labels = torch.from_numpy(data["train"].labels).to(device)
     ulgm = ULGM(labels, model.feature_dims(), config.H, config.exclude_zero, LabelRule(config.ulgm))
-    best_loss, best_epoch, best_state, history, epoch_labels = math.inf, 0, None, [], []
+    best_loss, best_epoch, history, epoch_labels = math.inf, 0, [], []
     epoch = 0
     while True:
         epoch += 1
@@ -166,11 +165,12 @@ def train_seed(
             )
         if valid_loss <= best_loss - IMPROVEMENT:
             best_loss, best_epoch = valid_loss, epoch
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            save_weights(out_dir, seed, {k: v.detach().cpu() for k, v in model.state_dict().items()})
         if epoch - best_epoch >= config.early_stop or epoch == config.max_epochs:
             break
-    assert best_state is not None  # the first epoch's finite loss is always <= inf - IMPROVEMENT
-    model.load_state_dict(best_state)
+    del optimizer
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(load_weights(out_dir, seed))  # the first epoch's finite loss is always saved
     preds = run_model(model, loaders["test"], device, config.amp)
     result = SeedResult(
         seed,
@@ -182,7 +182,7 @@ def train_seed(
         epoch_labels,
     )
     log.info("seed %d: best epoch %d of %d, test %s", seed, best_epoch, epoch, result.test)
-    return result, best_state
+    return result
 
 
 @torch.enable_grad()  # whatever a caller or a library (py-feat does) left switched off

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import os
 import subprocess
 import sys
@@ -84,3 +85,20 @@ def test_without_the_library_a_command_warns_and_goes_on(monkeypatch, tmp_path):
     monkeypatch.setattr(portable_math, "library_path", lambda: tmp_path / "absent.so")
     with pytest.warns(portable_math.PortableMathWarning, match="absent.so is not built"):
         portable_math.reexec()
+
+
+def _restarted_with(also: tuple[str, ...]) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "SELFMM_PORTABLE_MATH_RESTARTED")}
+    code = f"from features import portable_math as m; m.reexec(also={also!r}); "
+    code += f"print(m.mapped({also[0]!r}), m.identity())"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60)
+    return run.stdout.split()
+
+
+@pytest.mark.skipif(not ctypes.util.find_library("tcmalloc_minimal"), reason="tcmalloc is not installed (setup.sh)")
+def test_a_training_command_restarts_with_the_allocator_too():
+    assert _restarted_with((ctypes.util.find_library("tcmalloc_minimal"),)) == ["True", "portable", "1"]
+
+
+def test_a_library_that_cannot_be_preloaded_costs_one_restart_not_a_loop():
+    assert _restarted_with(("libno-such-allocator.so",)) == ["False", "portable", "1"]

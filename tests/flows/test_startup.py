@@ -4,6 +4,7 @@ matplotlib nor the training code, which cost seconds of every ``selfmm extract``
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import subprocess
 import sys
@@ -103,3 +104,16 @@ def test_the_console_script_skips_only_the_teardown(tmp_path):
     assert missing.returncode == 1 and "missing.h5" in missing.stderr
     usage = run()
     assert usage.returncode == 2 and usage.stdout.startswith("usage: selfmm")
+
+
+def test_only_the_training_commands_restart_on_tcmalloc_and_only_where_it_is_installed(monkeypatch):
+    from flows.cli import _allocator
+
+    monkeypatch.setenv("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", "1")  # _allocator sets it where unset
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: f"lib{name}.so.4")
+    assert _allocator(["--debug", "train", "--features", "f.h5"]) == ("libtcmalloc_minimal.so.4",)
+    assert _allocator(["retrain", "mosi"]) == ("libtcmalloc_minimal.so.4",)
+    assert _allocator(["extract", "--dataset", "train"]) == ()
+    assert _allocator([]) == ()
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    assert _allocator(["train"]) == ()

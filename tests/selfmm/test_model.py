@@ -1,21 +1,21 @@
-"""The network: shapes, true-length packing, BERT on the packed tokens, padding invariance, optimizer groups."""
+"""The network: shapes, true-length packing, padding invariance, optimizer groups (BERT: test_text_encoder.py)."""
 
 from typing import cast
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel
+from transformers import BertConfig
 
 from selfmm.config import TrainConfig, preset
 from selfmm.data import Item, collate, frame_statistics
 from selfmm.model import Head, SelfMM, SequenceEncoder
-from selfmm.text_encoder import cls_state
+from selfmm.text_encoder import new_text_encoder
 from selfmm.trainer import make_optimizer
 
 
 def _model(config: TrainConfig | None = None, hidden: int = 24) -> SelfMM:
     torch.manual_seed(0)
-    bert = BertModel(
+    bert = new_text_encoder(
         BertConfig(
             vocab_size=40,
             hidden_size=hidden,
@@ -147,69 +147,3 @@ def test_standardisation_statistics_are_saved_with_the_weights():
     state = model.state_dict()
     assert torch.equal(state["audio_mean"], mean) and torch.equal(state["audio_std"], std)
     assert "audio_mean" not in _model().state_dict()  # the reference's network has no such tensors
-
-
-def _bert(layers: int, hidden_dropout: float = 0.0, attention_dropout: float = 0.0) -> BertModel:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=24,
-        max_position_embeddings=32,
-        hidden_dropout_prob=hidden_dropout,
-        attention_probs_dropout_prob=attention_dropout,
-    )
-    return BertModel(config)
-
-
-def _ragged_text(lengths: list[int], width: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    mask = (torch.arange(width)[None] < torch.tensor(lengths)[:, None]).long()
-    ids = torch.randint(5, 50, (len(lengths), width), generator=g) * mask
-    ids[:, 0] = 2
-    return ids, mask
-
-
-@pytest.mark.parametrize("layers", [1, 3])
-def test_cls_state_on_packed_tokens_is_berts_own_with_the_same_gradients(layers: int):
-    bert = _bert(layers)
-    ids, mask = _ragged_text([12, 3, 7, 1])
-    expected = bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
-    ours = cls_state(bert, ids, mask)
-    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
-    params = [p for name, p in bert.named_parameters() if "pooler" not in name]  # the pooler is not used
-    ours_grads = torch.autograd.grad(ours.square().sum(), params)
-    for a, b in zip(ours_grads, torch.autograd.grad(expected.square().sum(), params)):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    # padding the batch further changes nothing: the padded tokens are not computed at all
-    wider = torch.nn.functional.pad(ids, (0, 5)), torch.nn.functional.pad(mask, (0, 5))
-    torch.testing.assert_close(cls_state(bert, *wider), ours, rtol=1e-5, atol=1e-6)
-
-
-def test_cls_state_takes_the_librarys_forward_for_left_padding():
-    bert = _bert(2)
-    ids, mask = _ragged_text([12, 5])
-    left = torch.stack([ids[0], ids[1].roll(7)]), torch.stack([mask[0], mask[1].roll(7)])
-    expected = bert(input_ids=left[0], attention_mask=left[1]).last_hidden_state[:, 0]
-    assert torch.equal(cls_state(bert, *left), expected)
-
-
-@pytest.mark.parametrize("dropout", ["hidden", "attention"])
-def test_cls_state_draws_berts_dropout_at_berts_rate(dropout: str):
-    """Masks over the packed rows are not BERT's masks, but the same dropouts at the same rates: over many
-    draws, the spread of the training-mode [CLS] state around the eval one matches the library's. One kind of
-    dropout at a time, so that a missing one shows."""
-    bert = _bert(2, **{f"{dropout}_dropout": 0.2})
-    ids, mask = _ragged_text([12, 9, 7, 10])
-    bert.eval()
-    with torch.no_grad():
-        clean = bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
-        bert.train()
-        torch.manual_seed(5)
-        ours = torch.stack([cls_state(bert, ids, mask) for _ in range(200)])
-        theirs = torch.stack([bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0] for _ in range(200)])
-    spread = {name: float((draws - clean).square().mean().sqrt()) for name, draws in (("ours", ours), ("bert", theirs))}
-    assert spread["bert"] > 1e-4, spread  # the dropout really moves the state
-    assert abs(spread["ours"] / spread["bert"] - 1) < 0.1, spread

@@ -14,6 +14,8 @@ shape, so with dropout on, fixed and dynamic padding drop different units and tr
 With ``--mmsa`` the same store also trains MMSA 2.2.1's own Self-MM (bench_mmsa_train.py) in the same run,
 and the last line sets dynamic padding's samples/s and peak memory against MMSA's. ``--stream`` adds a mode that
 reads each clip from the HDF5 file when a batch needs it (a memory budget of 0) instead of holding the split.
+Our modes run on tcmalloc where it is installed, as ``selfmm train`` does; ``--glibc`` adds dynamic padding on
+glibc's malloc; MMSA runs on glibc's, as a plain ``python`` does.
 
     python -m benchmarks.bench_train --epochs 1 --threads 2 --mmsa --bucket --stream   # the issue-14 table
     python -m benchmarks.bench_train --epochs 3 --bucket --threads 1      # CPU, MiniLM
@@ -40,6 +42,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from features.text_models import resolve_model
+from flows.cli import training_allocator
 from selfmm.config import preset
 from selfmm.numerics import environment, portable_environment
 from selfmm.predict import predict_store
@@ -184,6 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="every run (MMSA's too) on torch's, MKL's and oneDNN's AVX2 code paths, as on a CPU without AVX-512",
     )
+    parser.add_argument(
+        "--glibc", action="store_true", help="also time dynamic padding on glibc's malloc instead of tcmalloc"
+    )
     parser.add_argument("--mmsa", action="store_true", help="also train MMSA 2.2.1's Self-MM (bench_mmsa_train.py)")
     args = parser.parse_args(argv)
 
@@ -201,6 +207,9 @@ def main(argv: list[str] | None = None) -> dict:
         modes["dynamic+cpu-bf16"] = dict(fixed_padding=None, bucket=False, amp=False, cpu_bf16=True)
     if args.portable:
         modes["dynamic+portable"] = dict(fixed_padding=None, bucket=False, amp=False, portable=True)
+    if args.glibc:
+        modes["dynamic+glibc"] = dict(fixed_padding=None, bucket=False, amp=False, glibc=True)
+    tcmalloc = training_allocator(["train"])
 
     with tempfile.TemporaryDirectory() as tmp, _environment(AVX2_PATHS if args.avx2 else {}):
         text_model, store, sizes = build_workload(Path(tmp), args)
@@ -209,11 +218,14 @@ def main(argv: list[str] | None = None) -> dict:
             f"device {args.device}, text model {args.text_model} (dropout {args.bert_dropout}), "
             f"{args.epochs} epoch(s), seed {args.seed}, torch threads {args.threads or torch.get_num_threads()}"
             + (", AVX2 code paths" if args.avx2 else "")
+            + f"; our modes on {tcmalloc[0] if tcmalloc else 'glibc malloc (no tcmalloc here)'}, as `selfmm train`"
         )
         context = multiprocessing.get_context("spawn")
         results = {}
         for name, mode in modes.items():
             pinned = portable_environment(args.threads or 2) if mode.get("portable") else {}
+            if tcmalloc and not mode.get("glibc"):  # the spawned process starts with it, as `selfmm train` restarts
+                pinned["LD_PRELOAD"] = ":".join([*tcmalloc, *filter(None, [os.environ.get("LD_PRELOAD")])])
             with _environment(pinned), context.Pool(1) as pool:  # set before the fresh process imports torch
                 try:
                     results[name] = pool.apply(

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import atexit
 import ctypes.util
+import importlib
 import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         from selfmm.numerics import environment
 
         serve = load_params(getattr(args, "params", None)).serve
-        url = local_api(serve.port, serve.idle_stop_s)
+        url = local_api(serve.port, serve.idle_stop_s, meanwhile=_next_imports(args.command))
         # No flow-run heartbeats: they only feed automations (this project defines none), and stopping their
         # thread waits out its 1 s sleep, twice per command. The served deployments keep them.
         with (
@@ -72,13 +75,19 @@ def console() -> None:
             os._exit(status[0])
 
     # a restart, before anything is loaded: features the same bytes under any C library; training on tcmalloc
-    portable_math.reexec(also=_allocator(sys.argv[1:]))
+    portable_math.reexec(also=training_allocator(sys.argv[1:]))
     atexit.register(exit_now)  # registered first, so it runs after every other exit handler
     status.append(main())
     sys.exit(status[0])
 
 
-def _allocator(argv: list[str]) -> tuple[str, ...]:
+def _next_imports(command: str) -> Callable[[], object] | None:
+    """The libraries a flow command loads next (torch and the trainer: seconds), to load while a server boots."""
+    module = {"train": "selfmm.trainer", "retrain": "selfmm.trainer", "evaluate": "selfmm.report"}.get(command)
+    return None if module is None else partial(importlib.import_module, module)
+
+
+def training_allocator(argv: list[str]) -> tuple[str, ...]:
     """tcmalloc for the commands that train, where it is installed (Debian's libtcmalloc-minimal4, which setup.sh
     installs): glibc's malloc keeps freed memory of a training run's ever-changing batch shapes in scattered
     pieces and returns it late. The numbers are in benchmarks/README.md. Other commands keep the C library's."""

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,11 +89,12 @@ class Lease:
             return False
 
 
-def local_api(port: int, idle_stop: float | None) -> str:
+def local_api(port: int, idle_stop: float | None, meanwhile: Callable[[], object] | None = None) -> str:
     """The Prefect API a flow command reports to, without a server start per command: the configured
     ``PREFECT_API_URL`` (it must answer), else the server answering on 127.0.0.1:port (``selfmm serve``'s, or
     the local one an earlier command started), else a local one started now, announced in one line on stderr.
-    The command holds a lease on the local server until it ends (see the module's docstring)."""
+    The command holds a lease on the local server until it ends (see the module's docstring). ``meanwhile`` runs
+    while a server that this call starts boots (the command's own imports, on the other core)."""
     configured = configured_api()
     if configured:
         return configured
@@ -103,7 +105,7 @@ def local_api(port: int, idle_stop: float | None) -> str:
         if healthy(url):
             return url
         check_port_free(port)
-        _start_watchdog(files, port)
+        _start_watchdog(files, port, meanwhile)
     if under_dvc:
         until = "when this dvc run ends"
     elif idle_stop is None:
@@ -173,8 +175,9 @@ def _read_leases(files: LocalServerFiles) -> list[tuple[Path, Lease]]:
     return leases
 
 
-def _start_watchdog(files: LocalServerFiles, port: int) -> None:
-    """The watchdog and its server, detached in a process group of their own; returns once the server answers."""
+def _start_watchdog(files: LocalServerFiles, port: int, meanwhile: Callable[[], object] | None) -> None:
+    """The watchdog and its server, detached in a process group of their own; runs ``meanwhile``, then returns
+    once the server answers."""
     with open(files.log, "ab") as log:
         watchdog = subprocess.Popen(
             [sys.executable, "-m", "flows.local_server", "--home", str(files.home), "--port", str(port)],
@@ -184,6 +187,8 @@ def _start_watchdog(files: LocalServerFiles, port: int) -> None:
             start_new_session=True,
         )
     files.pid.write_text(str(watchdog.pid))
+    if meanwhile is not None:
+        meanwhile()
     wait_healthy(f"http://{LOOPBACK}:{port}/api", watchdog, STARTUP_TIMEOUT, files.log)
 
 

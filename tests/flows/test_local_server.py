@@ -9,6 +9,8 @@ import time
 import psutil
 import pytest
 
+from flows.local_server import local_api, stop_local_server
+from flows.prefect_server import healthy
 from tests.support.data import free_port
 from tests.support.projects import BIN, project, sh
 from tests.support.serve_command import processes_in, serving
@@ -94,3 +96,19 @@ def test_selfmm_serve_keeps_the_local_server_it_uses_until_it_stops(tmp_path, mo
         time.sleep(15)  # past idle_stop_s
         assert psutil.pid_exists(watchdog) and sh(["prefect", "deployment", "ls"], root, f"http://127.0.0.1:{port}/api")
     assert gone(root, port, within=30)  # idle_stop_s after serve ended
+
+
+@pytest.mark.slow
+def test_a_command_loads_its_libraries_while_the_server_it_starts_boots(tmp_path, monkeypatch):
+    """``selfmm train`` imports torch and the trainer (seconds) on one core while the server boots on the other."""
+    port = free_port()
+    home = tmp_path / ".prefect"
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    url = f"http://127.0.0.1:{port}/api"
+    answered_before: list[bool] = []
+    try:
+        assert local_api(port, idle_stop=1, meanwhile=lambda: answered_before.append(healthy(url))) == url
+        assert answered_before == [False] and healthy(url)  # ran while the server booted; returned once it answered
+    finally:
+        assert stop_local_server(home)

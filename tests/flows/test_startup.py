@@ -107,13 +107,13 @@ def test_the_console_script_skips_only_the_teardown(tmp_path):
 
 
 def test_only_the_training_commands_restart_on_tcmalloc_and_only_where_it_is_installed(monkeypatch):
-    from flows.cli import _allocator
+    from flows.cli import training_allocator
 
-    monkeypatch.setenv("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", "1")  # _allocator sets it where unset
+    monkeypatch.setenv("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", "1")  # training_allocator sets it where unset
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: f"lib{name}.so.4")
-    assert _allocator(["--debug", "train", "--features", "f.h5"]) == ("libtcmalloc_minimal.so.4",)
-    assert _allocator(["retrain", "mosi"]) == ("libtcmalloc_minimal.so.4",)
-    assert _allocator(["extract", "--dataset", "train"]) == ()
-    assert _allocator([]) == ()
+    assert training_allocator(["--debug", "train", "--features", "f.h5"]) == ("libtcmalloc_minimal.so.4",)
+    assert training_allocator(["retrain", "mosi"]) == ("libtcmalloc_minimal.so.4",)
+    assert training_allocator(["extract", "--dataset", "train"]) == ()
+    assert training_allocator([]) == ()
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
-    assert _allocator(["train"]) == ()
+    assert training_allocator(["train"]) == ()

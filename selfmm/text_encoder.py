@@ -57,7 +57,7 @@ class SelfAttention(nn.Module):
         self.query, self.key, self.value = nn.Linear(width, width), nn.Linear(width, width), nn.Linear(width, width)
         self.heads = config.num_attention_heads
         self.scaling = (width // self.heads) ** -0.5
-        self.dropout = config.attention_probs_dropout_prob
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)  # its rate, for the attention weights
 
 
 class AddNorm(nn.Module):
@@ -151,7 +151,7 @@ class TextEncoder(nn.Module):
                 _padded(attention.key(hidden), packed, padded),
                 _padded(attention.value(hidden), packed, padded),
                 attn_mask=attend,
-                dropout_p=attention.dropout if self.training else 0.0,
+                dropout_p=attention.dropout.p if self.training else 0.0,
                 scale=attention.scaling,
             ).transpose(1, 2)
             context = context.reshape(batch, -1, queries.shape[-1])

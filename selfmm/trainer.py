@@ -170,7 +170,8 @@ def train_seed(
             break
     del optimizer
     model.zero_grad(set_to_none=True)
-    model.load_state_dict(load_weights(out_dir, seed))  # the first epoch's finite loss is always saved
+    if best_epoch != epoch:  # the first epoch's finite loss is always saved
+        model.load_state_dict(load_weights(out_dir, seed))
     preds = run_model(model, loaders["test"], device, config.amp)
     result = SeedResult(
         seed,

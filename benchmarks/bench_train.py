@@ -39,7 +39,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from features.text_models import resolve_model
 from flows.cli import training_allocator
@@ -47,7 +46,6 @@ from selfmm.config import preset
 from selfmm.numerics import environment, portable_environment
 from selfmm.predict import predict_store
 from selfmm.trainer import train
-from tests.support.synthetic import make_synthetic_store, make_text_model
 
 MOSI_SIZES = {"train": 1284, "valid": 229, "test": 686}
 MOSI_PADDING = [50, 375, 500]  # tokens, audio frames, video frames of MMSA's MOSI unaligned_50.pkl
@@ -68,6 +66,8 @@ def _default_text_model() -> str:
 
 def _text_model_copy(name: str, folder: Path, dropout: float) -> str:
     """The text model and its tokenizer saved to ``folder`` with BERT's dropout probabilities set."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer  # here: the training processes must not load them
+
     path = resolve_model(name)
     config = AutoConfig.from_pretrained(path, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     AutoModel.from_pretrained(path, config=config).save_pretrained(folder)
@@ -93,6 +93,8 @@ def add_workload_arguments(parser: argparse.ArgumentParser, bert_dropout: float)
 def build_workload(folder: Path, args: argparse.Namespace) -> tuple[str, Path, dict[str, int]]:
     """The text model (with ``--bert-dropout``) and the synthetic MOSI-like store in ``folder``, ``--scale``d:
     the workload that this script and bench_mmsa_train.py both train on. Returns model folder, store, sizes."""
+    from tests.support.synthetic import make_synthetic_store, make_text_model  # transformers' models: see above
+
     sizes = {split: max(2, round(n * args.scale)) for split, n in MOSI_SIZES.items()}
     text_model = args.text_model
     if text_model in RANDOM_SHAPES:

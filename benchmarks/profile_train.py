@@ -1,11 +1,14 @@
 """Where a Self-MM training step spends its time on the CPU, part by part, on bench_train.py's MOSI-like store.
 
 Each part of one step is timed alone on the same real batches, forward and backward together where it has
-weights: MiniLM over the batch's padded tokens, each LSTM over its padded frames, the four heads and the loss,
-ULGM's update, Adam's step (one per ``update_epochs`` batches, shown per batch), and loading plus collation.
+weights: MiniLM over the batch's tokens (also by operator), each LSTM over its padded frames, the four heads and
+the loss, ULGM's update, Adam's step (one per ``update_epochs`` batches, shown per batch), and loading plus collation.
 The sum is set beside a whole training step, so the rest is Python overhead between the parts.
 
     flock /tmp/bench.lock .venv/bin/python -m benchmarks.profile_train --batches 30 [--bucket] [--threads 2]
+
+On a CPU with AVX-512, ``ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2`` in the
+environment profiles the code paths of an AVX2-only CPU (a Zen 1 to 3).
 """
 
 from __future__ import annotations
@@ -41,12 +44,15 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--bucket", action="store_true", help="length-bucketed batches")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--bert-dropout", type=float, default=0.1, help="BERT's dropout (0.1, its own, as trained)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        workload = argparse.Namespace(text_model=_default_text_model(), bert_dropout=0.0, scale=1.0, seed=1111)
+        workload = argparse.Namespace(
+            text_model=_default_text_model(), bert_dropout=args.bert_dropout, scale=1.0, seed=1111
+        )
         text_model, path, _ = build_workload(Path(tmp), workload)
         config = preset("mosi", text_model=text_model, bucket_by_length=args.bucket)
         with FeatureStore(path) as store:
@@ -93,9 +99,11 @@ def main() -> None:
             heads_seconds.append(time.perf_counter() - start_heads)
 
         heads_seconds: list[float] = []
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            bert_ms = timed(bert, batches)
         parts = {
             "loading + collation": load_ms,
-            "MiniLM fwd+bwd": timed(bert, batches),
+            "MiniLM fwd+bwd": bert_ms,
             "audio LSTM fwd+bwd": timed(lstm(audio, "audio"), batches),
             "video LSTM fwd+bwd": timed(lstm(video, "vision"), batches),
         }
@@ -123,6 +131,12 @@ def main() -> None:
     print(f"{'sum of parts':>28}: {sum(parts.values()):7.1f} ms/batch")
     print(f"{'whole step':>28}: {whole:7.1f} ms/batch  ({1000 * config.batch_size / whole:.1f} samples/s)")
     print(f"before: Adam, a loop over the tensors (not fused) {loop_adam_ms:.1f} ms/batch")
+    print("MiniLM fwd+bwd by operator (torch.profiler, its own time; the profiler adds its overhead):")
+    ops = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    for event in ops[:10]:
+        share = 100 * event.self_cpu_time_total / total
+        print(f"{event.key[:40]:>42}: {event.self_cpu_time_total / 1000 / len(batches):7.1f} ms/batch  {share:5.1f} %")
 
 
 if __name__ == "__main__":

@@ -99,11 +99,9 @@ def main() -> None:
             heads_seconds.append(time.perf_counter() - start_heads)
 
         heads_seconds: list[float] = []
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
-            bert_ms = timed(bert, batches)
         parts = {
             "loading + collation": load_ms,
-            "MiniLM fwd+bwd": bert_ms,
+            "MiniLM fwd+bwd": timed(bert, batches),
             "audio LSTM fwd+bwd": timed(lstm(audio, "audio"), batches),
             "video LSTM fwd+bwd": timed(lstm(video, "vision"), batches),
         }
@@ -113,6 +111,8 @@ def main() -> None:
         optimizer.step()  # the first step also creates Adam's moments
         parts["Adam step / update_epochs"] = timed(lambda _: optimizer.step(), batches[:8]) / config.update_epochs
         whole = timed(whole_step, batches) + parts["Adam step / update_epochs"] + load_ms
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            timed(bert, batches)
         groups = [{k: g[k] for k in ("params", "lr", "weight_decay")} for g in optimizer.param_groups]
         loop_adam = torch.optim.Adam(groups, fused=False)
         loop_adam.step()

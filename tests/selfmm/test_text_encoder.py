@@ -132,8 +132,8 @@ def test_a_text_model_that_is_not_a_bert_is_refused_by_name(tmp_path):
 
 
 def test_training_and_bundles_do_not_load_transformers_models():
-    """transformers' modelling code brings torch's compiler, sympy, scipy and torchvision: about 210 MB of a
-    training process's memory. The trainer and bundles use its config and tokenizer only."""
+    """transformers' modelling code brings torch's compiler, sympy, SciPy and torchvision into a process; the
+    trainer and bundles use its config and tokenizer only."""
     probe = (
         "import sys, selfmm.trainer, selfmm.bundle, selfmm.predict\n"
         "print(sorted(m for m in ('transformers.modeling_utils', 'torch._dynamo', 'scipy', 'torchvision')"

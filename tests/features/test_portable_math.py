@@ -97,7 +97,9 @@ def _restarted_with(also: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.skipif(not ctypes.util.find_library("tcmalloc_minimal"), reason="tcmalloc is not installed (setup.sh)")
 def test_a_training_command_restarts_with_the_allocator_too():
-    assert _restarted_with((ctypes.util.find_library("tcmalloc_minimal"),)) == ["True", "portable", "1"]
+    tcmalloc = ctypes.util.find_library("tcmalloc_minimal")
+    assert tcmalloc is not None  # the skip above
+    assert _restarted_with((tcmalloc,)) == ["True", "portable", "1"]
 
 
 def test_a_library_that_cannot_be_preloaded_costs_one_restart_not_a_loop():

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from flows.local_server import local_api, stop_local_server
+from flows import local_server
 from flows.prefect_server import healthy
 from tests.support.data import free_port
 from tests.support.projects import BIN, project, sh
@@ -104,11 +104,11 @@ def test_a_command_loads_its_libraries_while_the_server_it_starts_boots(tmp_path
     port = free_port()
     home = tmp_path / ".prefect"
     monkeypatch.setenv("PREFECT_HOME", str(home))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(local_server, "configured_api", lambda: None)  # an earlier test's server may be configured
     url = f"http://127.0.0.1:{port}/api"
     answered_before: list[bool] = []
     try:
-        assert local_api(port, idle_stop=1, meanwhile=lambda: answered_before.append(healthy(url))) == url
+        assert local_server.local_api(port, idle_stop=1, meanwhile=lambda: answered_before.append(healthy(url))) == url
         assert answered_before == [False] and healthy(url)  # ran while the server booted; returned once it answered
     finally:
-        assert stop_local_server(home)
+        assert local_server.stop_local_server(home)

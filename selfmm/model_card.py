@@ -9,6 +9,7 @@ synthetic corpus's media, so "this clip is not from its corpus" is an exact, det
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -49,8 +50,11 @@ class ModelCard:
             "(train on MOSI, MOSEI or SIMS for real videos: docs/datasets.md)"
         )
 
-    def caution_for(self, media_sha256: list[str]) -> str:
-        """The caution when any of these media is not from the model's synthetic corpus, else ""."""
+    def caution_for(self, media_sha256: Iterable[str]) -> str:
+        """The caution when any of these media is not from the model's synthetic corpus, else "". Lazily: a model
+        trained on real media has no caution, and its callers' hashes are then never computed."""
+        if not self.caution:
+            return ""
         corpus = set(self.corpus_media)
         return self.caution if any(sha not in corpus for sha in media_sha256) else ""
 

@@ -62,10 +62,6 @@ def champion_state(paths: DatasetPaths) -> tuple[str, str]:
     return str(paths.champion.resolve()), hashlib.sha256(weights).hexdigest()
 
 
-def history(paths: DatasetPaths) -> list[dict]:
-    return [json.loads(line) for line in paths.history.read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_retrain_extracts_only_new_clips_keeps_a_worse_model_and_records_every_decision(
     tmp_path, monkeypatch, prefect_server

@@ -96,6 +96,8 @@ def test_transcripts_are_found_under_either_name_and_a_clip_without_one_says_so(
     shutil.copy(MOSI_MEDIA / f"{three}.mp4", folder / "same.mp4")
     (folder / "same.txt").write_text(three_text)
     (folder / "same.mp4.txt").write_text(f"{three_text}\n")  # the same text twice is no conflict
+    shutil.copy(MOSI_MEDIA / f"{three}.mp4", folder / "blank.mp4")
+    (folder / "blank.txt").write_text(" \n")  # an empty transcript is no text
     out = tmp_path / "predictions.csv"
     model, cache = ["--model", str(real_models.first)], ["--cache-dir", str(tmp_path / "cache")]
     assert main(["predict", str(folder), *model, *cache, "--out", str(out)]) == 0
@@ -106,6 +108,7 @@ def test_transcripts_are_found_under_either_name_and_a_clip_without_one_says_so(
         f"{two}.mp4": "file",
         f"{three}.mp4": "none",
         "same.mp4": "file",
+        "blank.mp4": "none",
     }
     assert "both.txt" in rows["both.mp4"]["error"] and "both.mp4.txt" in rows["both.mp4"]["error"]
     assert rows["both.mp4"]["sentiment"] == ""
@@ -123,5 +126,5 @@ def test_transcripts_are_found_under_either_name_and_a_clip_without_one_says_so(
     assert float(rows[f"{three}.mp4"]["text_sentiment"]) == pytest.approx(alone["text_sentiment"], abs=1e-6)
     assert main(["predict", str(folder), *model, *cache, "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "transcripts: 1 of 4 scored clips had none" in captured.err
-    assert json.loads(captured.out)["without_text"] == 1
+    assert "transcripts: 2 of 5 scored clips had none" in captured.err
+    assert json.loads(captured.out)["without_text"] == 2

@@ -19,6 +19,7 @@ def test_no_preset_restates_a_value_it_would_get_anyway():
 
 
 def test_a_key_that_named_vision_video_is_refused_naming_its_new_name():
+    assert RENAMED  # the loop below checks each old name
     for old, new in RENAMED.items():
         with pytest.raises(ConfigError, match=rf"train_x\.{old}: renamed {new}"):
             TrainConfig.from_dict({"preset": "demo", old: 1}, "train_x")

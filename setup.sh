@@ -69,7 +69,7 @@ else
 fi
 # tcmalloc, which `selfmm train` and `selfmm retrain` preload where it is installed: faster and smaller training
 # than with glibc's malloc (benchmarks/README.md). Debian 12 names the package libtcmalloc-minimal4, 13 adds t64.
-if ! ldconfig -p | grep -q libtcmalloc_minimal.so.4; then
+if ! /sbin/ldconfig -p | grep -q libtcmalloc_minimal.so.4; then  # /sbin: not on a user's PATH
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libtcmalloc-minimal4t64 ||
       DEBIAN_FRONTEND=noninteractive apt-get install -y -q libtcmalloc-minimal4; } >/dev/null 2>&1 ||

@@ -125,8 +125,8 @@ def file_stamp(stat: os.stat_result) -> Stamp:
 def settled_sha256(path: str | Path, stamp: Stamp) -> tuple[str, bool]:
     """The file's SHA-256, and whether it may be remembered under ``stamp``: its mtime is ``RACY_SECONDS`` old
     and it was not written to while it was read (the racy-stat rule, for this index and the bundle's checks)."""
+    settled = time.time_ns() - stamp[1] >= RACY_SECONDS * 1e9  # before the read: a write during it is newer
     digest = file_sha256(path)
-    settled = time.time_ns() - stamp[1] >= RACY_SECONDS * 1e9
     return digest, settled and file_stamp(os.stat(path)) == stamp
 
 

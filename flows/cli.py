@@ -90,7 +90,8 @@ def _next_imports(command: str) -> Callable[[], object] | None:
 def training_allocator(argv: list[str]) -> tuple[str, ...]:
     """tcmalloc for the commands that train, where it is installed (Debian's libtcmalloc-minimal4, which setup.sh
     installs): glibc's malloc keeps freed memory of a training run's ever-changing batch shapes in scattered
-    pieces and returns it late. The numbers are in benchmarks/README.md. Other commands keep the C library's."""
+    pieces and returns it late. The numbers are in benchmarks/README.md. Other commands keep the C library's
+    (the processes a training command starts, a DVC stage or the Prefect server, inherit tcmalloc)."""
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     if command not in ("train", "retrain") or not (tcmalloc := ctypes.util.find_library("tcmalloc_minimal")):
         return ()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -206,21 +206,23 @@ def _score(predictor: Predictor, pending: list[tuple[Row, Clip]]) -> None:
         row.face_frames = f"{int(clip.face_mask.sum())}/{len(clip.face_mask)}"
 
 
-def write_predictions(path: str | Path, rows: Iterable[Row]) -> Path:
-    """predictions.csv, written atomically: scores with 6 decimals, empty where there is none."""
+def write_predictions(path: str | Path, rows: Iterable[object], columns: Sequence[str] = COLUMNS) -> Path:
+    """predictions.csv (or a timeline's segments, with its ``columns``), written atomically: numbers with 6
+    decimals, empty where there is none."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(COLUMNS)
+        writer.writerow(columns)
         for row in rows:
-            values = [getattr(row, c) for c in COLUMNS]
-            writer.writerow(["" if isinstance(v, float) and math.isnan(v) else _cell(v) for v in values])
+            writer.writerow([_cell(getattr(row, c)) for c in columns])
     return path
 
 
 def _cell(value: object) -> str:
-    return f"{value:.6f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6f}"
+    return str(value)
 
 
 def summary(rows: list[Row]) -> dict[str, int]:

@@ -9,7 +9,6 @@ offline timeline.html.
 
 from __future__ import annotations
 
-import csv
 import html
 import math
 from collections.abc import Callable
@@ -24,10 +23,10 @@ from webvtt.errors import MalformedCaptionError, MalformedFileError
 from features.cache import ShardCache
 from features.config import ExtractConfig
 from features.errors import PipelineError
-from features.files import atomic_open, atomic_write_text
+from features.files import atomic_write_text
 from features.media import media_duration
 from features.types import ClipSpec, SourceVideo
-from selfmm.batch import SCORE_NAMES, Inputs, Row, Source, TextSource, predict_inputs
+from selfmm.batch import SCORE_NAMES, Inputs, Row, Source, TextSource, predict_inputs, write_predictions
 from selfmm.predict import Predictor
 from selfmm.report_html import save_png
 
@@ -160,20 +159,10 @@ def write_timeline(folder: str | Path, segments: list[Segment], title: str) -> d
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {name: folder / name for name in FILES}
-    with atomic_open(paths["timeline.csv"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for s in segments:
-            writer.writerow([_cell(getattr(s, column)) for column in COLUMNS])
+    write_predictions(paths["timeline.csv"], segments, COLUMNS)
     save_png(paths["timeline.png"], lambda: _figure(segments, title))
     atomic_write_text(paths["timeline.html"], _page(segments, title))
     return paths
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6f}"
-    return str(value)
 
 
 def _figure(segments: list[Segment], title: str) -> Figure:

@@ -38,9 +38,15 @@ def run(cmd: list[str], cwd: Path) -> str:
     return done.stdout
 
 
+@pytest.fixture(scope="module")
+def usage_block_output(user_folder) -> str:
+    """What the README's Python usage block prints, run once in the user's folder (it trains build/api/model)."""
+    return run([sys.executable, "-c", readme_block("python", "## Python usage")], user_folder)
+
+
 @pytest.mark.timeout(300)
-def test_python_usage_block_extracts_trains_evaluates_and_predicts(user_folder):
-    out = run([sys.executable, "-c", readme_block("python", "## Python usage")], user_folder)
+def test_python_usage_block_extracts_trains_evaluates_and_predicts(user_folder, usage_block_output):
+    out = usage_block_output
     assert re.search(r"^12 clips extracted, 0 failed$", out, re.MULTILINE), out
     assert "'MAE'" in out and "'Corr'" in out, out
     prediction = re.search(r"\{'M': (\S+), 'T': (\S+), 'A': (\S+), 'V': (\S+)\}", out)
@@ -49,10 +55,9 @@ def test_python_usage_block_extracts_trains_evaluates_and_predicts(user_folder):
     assert (user_folder / "build" / "api" / "model" / "bundle.json").is_file()
 
 
-def test_quick_commands(user_folder):
+@pytest.mark.timeout(300)
+def test_quick_commands(user_folder, usage_block_output):
     assert "predict" in run([str(BIN / "selfmm"), "--help"], user_folder)
-    if not (user_folder / "build" / "api" / "model").is_dir():
-        pytest.skip("needs the model that the usage block trains (run the whole module)")
     info = run([str(BIN / "selfmm"), "info", "build/api/model"], user_folder)
     assert "trained on: demo (synthetic" in info, info
 

@@ -190,10 +190,10 @@ def _validate(hint: Any, value: Any, where: str, what: str = "key", extra: tuple
     try:
         return _adapter(hint).validate_json(json.dumps(value, default=str))
     except ValidationError as err:
-        raise ConfigError(_first_problem(err.errors(), hint, value, where, what, extra)) from None
+        raise ConfigError(_first_problem(err.errors(), hint, where, what, extra)) from None
 
 
-def _first_problem(errors: list[Any], hint: Any, value: Any, where: str, what: str, extra: tuple[str, ...]) -> str:
+def _first_problem(errors: list[Any], hint: Any, where: str, what: str, extra: tuple[str, ...]) -> str:
     """Today's wording for pydantic's first error: ``where.key`` and what is allowed."""
     unknown = [e for e in errors if e["type"] in ("extra_forbidden", "unexpected_keyword_argument")]
     error = unknown[0] if unknown else errors[0]
